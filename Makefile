@@ -1,0 +1,53 @@
+# idc-sync: every target does its own set-up (virtualenv + pinned requirements) on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+SANDBOX_PORT ?= 8765
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
+
+.PHONY: help venv test lint format typecheck unit sandbox demo demo-up clean
+
+help:
+	@echo "make demo      run one sync end to end on the embedded sandbox (Airflow standalone)"
+	@echo "make demo-up   same, then keep Airflow + sandbox running for the UI"
+	@echo "make test      lint, type-check and the whole test suite"
+	@echo "make sandbox   run the sandbox alone on 127.0.0.1:$(SANDBOX_PORT)"
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -q -m "not integration and not slow"
+
+test: lint typecheck
+	$(BIN)/pytest -q -m "not slow" --timeout=600
+
+sandbox: venv
+	$(BIN)/python -m idc_sandbox --port $(SANDBOX_PORT) --seed demo
+
+demo: venv
+	$(BIN)/python -m idc_sync_demo
+
+demo-up: venv
+	$(BIN)/python -m idc_sync_demo --keep-running
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,9 @@
+"""Sandbox aws_access_analyzer. STUB: to be implemented."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+
+def routes() -> list[BaseRoute]:
+    return []

@@ -1,0 +1,249 @@
+"""Shared machinery of the sandbox: the lock, the clock, fault injection, rate limits and the call log.
+
+A service handler is a plain function ``(sandbox, params) -> response dict`` that raises
+:class:`ServiceError` for the errors the real service returns; the server frames both in the
+service's wire protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses as dc
+import itertools
+import random
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from idc_sandbox.state import World
+
+FAULT_KINDS = (
+    "throttle",  # the service's throttling error (AWS ThrottlingException, kintone GAIA_TO04 429, Graph 429)
+    "conflict",  # AWS ConflictException
+    "error5xx",  # AWS InternalServerException / kintone 500 / Graph 503 / Slack 500
+    "access_denied",  # AWS AccessDeniedException
+    "async_failed",  # AWS async request ends FAILED (FailureReason)
+    "outage",  # the whole service answers 503 (connection-level outage)
+    "latency",  # adds latency_ms before answering
+    "db_lock",  # kintone GAIA_DA02 (520)
+)
+
+
+class ServiceError(Exception):
+    """An error in the emulated service's own terms (error code, message, HTTP status)."""
+
+    def __init__(self, code: str, message: str, status: int = 400, **extra: Any) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.extra = extra
+
+
+@dc.dataclass
+class FaultRule:
+    service: str  # "sso-admin" | "identitystore" | "organizations" | "iam" | "accessanalyzer" |
+    # "kintone" | "graph" | "slack" | "*"
+    kind: str  # one of FAULT_KINDS
+    operation: str = "*"  # e.g. "CreateAccountAssignment", "records/cursor.json", "*"
+    rate: float = 1.0  # probability per matching call
+    count: int | None = None  # fires at most this many times (None: until cleared)
+    latency_ms: int = 0
+    message: str | None = None
+    id: int = 0
+    fired: int = 0
+
+    def matches(self, service: str, operation: str) -> bool:
+        return self.service in ("*", service) and self.operation in ("*", operation)
+
+
+class Faults:
+    """Fault rules added through the control API or in-process; checked by every handler."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rules: list[FaultRule] = []
+        self._ids = itertools.count(1)
+        self._rng = rng
+        self._lock = threading.Lock()
+
+    def add(self, rule: FaultRule) -> FaultRule:
+        if rule.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {rule.kind!r}; expected one of {FAULT_KINDS}")
+        with self._lock:
+            rule.id = next(self._ids)
+            self._rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def list(self) -> list[FaultRule]:
+        with self._lock:
+            return list(self._rules)
+
+    def take(self, service: str, operation: str, kinds: tuple[str, ...]) -> FaultRule | None:
+        """The first matching rule of one of ``kinds`` that fires now (consumes one of its count)."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.kind not in kinds or not rule.matches(service, operation):
+                    continue
+                if rule.count is not None and rule.fired >= rule.count:
+                    continue
+                if self._rng.random() >= rule.rate:
+                    continue
+                rule.fired += 1
+                return rule
+        return None
+
+    def latency_seconds(self, service: str, operation: str) -> float:
+        rule = self.take(service, operation, ("latency",))
+        return rule.latency_ms / 1000.0 if rule else 0.0
+
+
+@dc.dataclass
+class Call:
+    seq: int
+    service: str
+    operation: str
+    params: dict[str, Any]  # identifying parameters only (AccountId, PermissionSetArn, app, ...)
+    status: int
+    error: str | None
+    at: float
+
+
+# Parameters worth keeping in the call log (so tests can assert e.g. "no call targeted account X").
+_LOGGED_PARAMS = (
+    "AccountId",
+    "TargetId",
+    "PermissionSetArn",
+    "PrincipalId",
+    "PrincipalType",
+    "InstanceArn",
+    "Name",
+    "PolicyArn",
+    "ParentId",
+    "app",
+    "id",
+    "record",
+)
+
+
+class CallLog:
+    def __init__(self) -> None:
+        self._calls: list[Call] = []
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def record(self, service: str, operation: str, params: dict[str, Any], status: int, error: str | None) -> None:
+        kept = {k: params[k] for k in _LOGGED_PARAMS if isinstance(params, dict) and k in params}
+        with self._lock:
+            self._calls.append(Call(next(self._seq), service, operation, kept, status, error, time.time()))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+    def calls(self, service: str | None = None, operation: str | None = None) -> list[Call]:
+        with self._lock:
+            return [
+                c
+                for c in self._calls
+                if (service is None or c.service == service) and (operation is None or c.operation == operation)
+            ]
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        counts: Counter[tuple[str, str]] = Counter()
+        with self._lock:
+            for c in self._calls:
+                counts[(c.service, c.operation)] += 1
+        out: dict[str, dict[str, int]] = {}
+        for (service, op), n in sorted(counts.items()):
+            out.setdefault(service, {})[op] = n
+        return out
+
+
+class TokenBucket:
+    """Requests per second with a burst of one second's worth, like the AWS per-API-family limits."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(rate, 1.0)
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> bool:
+        if self.rate <= 0:
+            return True  # unlimited
+        with self._lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return True
+            return False
+
+
+@dc.dataclass
+class SandboxConfig:
+    """Knobs of the emulation. Defaults are the real services' documented values."""
+
+    # requests/s per API family (0 = unlimited). Keys: service names; sso-admin may also be split
+    # by family in the handler (e.g. "sso-admin:assignment").
+    rate_limits: dict[str, float] = dc.field(
+        default_factory=lambda: {
+            "sso-admin": 20.0,
+            "identitystore": 20.0,
+            "organizations": 10.0,
+            "iam": 20.0,
+            "accessanalyzer": 10.0,
+        }
+    )
+    async_latency_seconds: float = 0.5  # IN_PROGRESS -> terminal
+    max_outstanding_assignment_ops: int = 10
+    max_concurrent_provisioning: int = 3
+    region: str = "us-east-1"
+    seed: int = 42  # randomness (fault rates) is reproducible
+
+
+class Sandbox:
+    """The whole emulated world plus its machinery. Handlers take ``sandbox.lock`` while they touch ``world``."""
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self.config = config or SandboxConfig()
+        self.lock = threading.RLock()
+        self.rng = random.Random(self.config.seed)
+        self.world = World()
+        self.faults = Faults(self.rng)
+        self.calls = CallLog()
+        self._buckets: dict[str, TokenBucket] = {}
+        self._ids = itertools.count(1)
+
+    # ---------------------------------------------------------------- lifecycle
+    def reset(self) -> None:
+        """Empty world, no faults, no calls."""
+        with self.lock:
+            self.world = World()
+            self.faults.clear()
+            self.calls.clear()
+            self._buckets.clear()
+
+    # ---------------------------------------------------------------- helpers for handlers
+    def allow(self, family: str) -> bool:
+        """Token bucket check for an API family; False means the caller must return a throttling error."""
+        rate = self.config.rate_limits.get(family, self.config.rate_limits.get(family.split(":")[0], 0.0))
+        bucket = self._buckets.get(family)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._buckets[family] = TokenBucket(rate)
+        return bucket.try_acquire()
+
+    def random_hex(self, n: int) -> str:
+        return "".join(self.rng.choice("0123456789abcdef") for _ in range(n))
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def monotonic(self) -> float:
+        return time.monotonic()

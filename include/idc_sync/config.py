@@ -1,0 +1,75 @@
+"""Settings of one deployment: kintone field codes, ownership tag, safety thresholds, locale.
+
+Loaded from a JSON object (an Airflow Variable ``idc_sync_config`` in production, or the environment
+variable ``IDC_SYNC_CONFIG``); every key is optional and defaults to DESIGN.md. Secrets never live here:
+they are in Airflow connections.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class PermissionSetFields(BaseModel):
+    name: str = "name"
+    description: str = "description"
+    session_duration: str = "session_duration"
+    managed_policies: str = "managed_policies"
+    customer_managed_policies: str = "customer_managed_policies"
+    cmp_name: str = "cmp_name"
+    cmp_path: str = "cmp_path"
+    inline_policy: str = "inline_policy"
+    permissions_boundary: str = "permissions_boundary"
+    relay_state: str = "relay_state"
+    owners: str = "owners"
+
+
+class AssignmentFields(BaseModel):
+    principal_type: str = "principal_type"
+    users: str = "users"
+    group_name: str = "group_name"
+    targets: str = "targets"
+    permission_set: str = "permission_set"
+    expires_on: str = "expires_on"
+    reason: str = "reason"
+
+
+class SyncConfig(BaseModel):
+    permission_sets_app_id: str = "1"
+    assignments_app_id: str = "2"
+    permission_set_fields: PermissionSetFields = Field(default_factory=PermissionSetFields)
+    assignment_fields: AssignmentFields = Field(default_factory=AssignmentFields)
+    user_name_template: str = "{code}"  # kintone user code -> IdC UserName
+    ownership_tag_key: str = "managed-by"
+    ownership_tag_value: str = "idc-sync"
+    max_deletions: int = 20
+    max_deletion_ratio: float = 0.10
+    timezone: str = "Asia/Tokyo"  # the day in which expires_on ends
+    expiry_reminder_days: int = 3
+    language: Literal["ja", "en"] = "ja"
+    scim_max_staleness_minutes: int = 90
+    scim_grace_cycles: int = 2  # a missing principal stays pending this many SCIM intervals
+    audit_path: str = "audit"  # local folder or object storage URL (s3://conn@bucket/prefix)
+    assignment_concurrency: int = 10  # outstanding async assignment operations (IdC limit)
+    provisioning_concurrency: int = 3
+    async_timeout_seconds: int = 300
+    portal_url: str | None = None  # https://<portal>.awsapps.com/start, for shortcut links
+
+    @classmethod
+    def from_json(cls, raw: str | dict[str, Any] | None) -> SyncConfig:
+        if raw is None or raw == "":
+            return cls()
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        return cls.model_validate(data)
+
+    @classmethod
+    def from_env(cls) -> SyncConfig:
+        return cls.from_json(os.environ.get("IDC_SYNC_CONFIG"))
+
+    @property
+    def ownership_tag(self) -> dict[str, str]:
+        return {self.ownership_tag_key: self.ownership_tag_value}

@@ -1,0 +1,232 @@
+"""Typed domain state shared by every step: desired (kintone), observed (AWS), the plan and its results.
+
+Everything here is a pydantic model so that it crosses Airflow XComs as plain JSON
+(``model_dump(mode="json")`` / ``model_validate``) and prints readably in the audit artifact.
+No Airflow import, no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PrincipalType = Literal["USER", "GROUP"]
+AppKey = Literal["permission_sets", "assignments"]
+Severity = Literal["error", "warning", "pending", "info"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# --------------------------------------------------------------------------- records and problems
+class RecordRef(Frozen):
+    """Where a piece of desired state came from, so feedback reaches the right kintone record."""
+
+    app: AppKey
+    app_id: str
+    record_id: str
+    revision: str = ""
+    mentions: tuple[str, ...] = ()  # kintone user codes to @mention (last modifier, owners)
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.app}:{self.record_id}"
+
+
+class Problem(BaseModel):
+    """One thing wrong with a record or the run. ``code`` is stable (used for fingerprints and i18n)."""
+
+    code: str
+    message: str  # English, self-contained, says what to do
+    severity: Severity = "error"
+    record: RecordRef | None = None
+    params: dict[str, str | int | float | None] = Field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.severity}:{self.code}:{self.message}"
+
+
+# --------------------------------------------------------------------------- desired state
+class CustomerPolicyRef(Frozen):
+    name: str
+    path: str = "/"
+
+
+class PermissionsBoundary(Frozen):
+    """Exactly one of the two is set (mirrors sso-admin's PermissionsBoundary)."""
+
+    managed_policy_arn: str | None = None
+    customer_managed_policy: CustomerPolicyRef | None = None
+
+
+class PermissionSetSpec(BaseModel):
+    name: str
+    description: str = ""
+    session_duration: str = "PT1H"
+    relay_state: str | None = None
+    managed_policies: list[str] = Field(default_factory=list)  # full ARNs, sorted, unique
+    customer_managed_policies: list[CustomerPolicyRef] = Field(default_factory=list)  # sorted, unique
+    inline_policy: str | None = None  # the JSON text the user wrote (validated/canonicalised later)
+    permissions_boundary: PermissionsBoundary | None = None
+    record: RecordRef | None = None
+
+
+class AssignmentSpec(Frozen):
+    """One principal x one target (account id or OU id, as written) x one permission set."""
+
+    principal_type: PrincipalType
+    principal_name: str  # IdC UserName (after the user name template) or group DisplayName
+    target: str
+    permission_set_name: str
+    expires_on: dt.date | None = None
+    record: RecordRef
+
+
+class DesiredState(BaseModel):
+    permission_sets: dict[str, PermissionSetSpec] = Field(default_factory=dict)
+    assignments: list[AssignmentSpec] = Field(default_factory=list)
+    problems: list[Problem] = Field(default_factory=list)
+    records_read: dict[str, int] = Field(default_factory=dict)  # app key -> number of records read
+
+
+# --------------------------------------------------------------------------- observed state
+class Account(Frozen):
+    id: str
+    name: str = ""
+    state: str = "ACTIVE"  # PENDING_ACTIVATION | ACTIVE | SUSPENDED | PENDING_CLOSURE | CLOSED
+    parent_id: str = ""
+
+
+class OrganizationalUnit(Frozen):
+    id: str
+    name: str = ""
+    parent_id: str = ""
+
+
+class OrgSnapshot(BaseModel):
+    management_account_id: str
+    root_id: str = ""
+    accounts: dict[str, Account] = Field(default_factory=dict)
+    ous: dict[str, OrganizationalUnit] = Field(default_factory=dict)
+
+    def active_accounts_under(self, ou_id: str) -> list[str]:
+        """ACTIVE accounts anywhere below ``ou_id`` (nested OUs included), sorted."""
+        below = {ou_id}
+        changed = True
+        while changed:
+            changed = False
+            for ou in self.ous.values():
+                if ou.parent_id in below and ou.id not in below:
+                    below.add(ou.id)
+                    changed = True
+        return sorted(a.id for a in self.accounts.values() if a.parent_id in below and a.state == "ACTIVE")
+
+
+class PermissionSetState(BaseModel):
+    arn: str
+    name: str
+    description: str = ""
+    session_duration: str = "PT1H"
+    relay_state: str | None = None
+    managed_policies: list[str] = Field(default_factory=list)
+    customer_managed_policies: list[CustomerPolicyRef] = Field(default_factory=list)
+    inline_policy: str | None = None
+    permissions_boundary: PermissionsBoundary | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    managed: bool = False  # carries the ownership tag
+    provisioned_accounts: list[str] = Field(default_factory=list)
+    stale_accounts: list[str] = Field(default_factory=list)  # LATEST_PERMISSION_SET_NOT_PROVISIONED
+
+
+class AssignmentState(Frozen):
+    account_id: str
+    permission_set_arn: str
+    principal_type: PrincipalType
+    principal_id: str
+
+
+class ObservedState(BaseModel):
+    instance_arn: str
+    identity_store_id: str
+    org: OrgSnapshot
+    permission_sets: dict[str, PermissionSetState] = Field(default_factory=dict)  # by name
+    assignments: list[AssignmentState] = Field(default_factory=list)  # of managed permission sets only
+    principal_ids: dict[str, str] = Field(default_factory=dict)  # "USER:alice" / "GROUP:Admins" -> id
+    principal_names: dict[str, str] = Field(default_factory=dict)  # id -> "USER:alice"
+    missing_principals: list[str] = Field(default_factory=list)  # "USER:bob" named in kintone, absent in IdC
+    scoped: bool = False  # True when only part of IdC was read (scope params): never delete outside it
+
+
+def principal_key(principal_type: str, name: str) -> str:
+    return f"{principal_type}:{name}"
+
+
+# --------------------------------------------------------------------------- plan
+class OpKind(StrEnum):
+    CREATE_PERMISSION_SET = "create_permission_set"
+    UPDATE_PERMISSION_SET = "update_permission_set"
+    PROVISION_PERMISSION_SET = "provision_permission_set"
+    CREATE_ASSIGNMENT = "create_assignment"
+    DELETE_ASSIGNMENT = "delete_assignment"
+    DELETE_PERMISSION_SET = "delete_permission_set"
+
+
+OP_ORDER = list(OpKind)
+
+
+class Operation(BaseModel):
+    """One idempotent change. ``key`` is stable across runs (used for results, retries, audit)."""
+
+    key: str
+    kind: OpKind
+    permission_set_name: str
+    permission_set_arn: str | None = None  # None until the permission set exists
+    account_id: str | None = None
+    principal_type: PrincipalType | None = None
+    principal_id: str | None = None
+    principal_name: str | None = None
+    spec: PermissionSetSpec | None = None  # target definition for create/update
+    changes: dict[str, dict[str, object]] = Field(default_factory=dict)  # field -> {"from": .., "to": ..}
+    reason: str = ""  # "new record", "record deleted", "drift", "expired", "stale provisioning"...
+    records: list[RecordRef] = Field(default_factory=list)
+
+
+class Skipped(BaseModel):
+    key: str
+    reason: str
+    record: RecordRef | None = None
+
+
+class Plan(BaseModel):
+    operations: list[Operation] = Field(default_factory=list)
+    skipped: list[Skipped] = Field(default_factory=list)
+    managed_assignment_count: int = 0  # size of the managed estate, for the deletion ratio
+
+    def of_kind(self, *kinds: OpKind) -> list[Operation]:
+        return [op for op in self.operations if op.kind in kinds]
+
+    def counts(self) -> dict[str, int]:
+        out = {k.value: 0 for k in OpKind}
+        for op in self.operations:
+            out[op.kind.value] += 1
+        return out
+
+    def is_empty(self) -> bool:
+        return not self.operations
+
+
+class OpResult(BaseModel):
+    key: str
+    kind: OpKind
+    status: Literal["succeeded", "failed", "skipped"]
+    message: str = ""
+    attempts: int = 1
+    request_id: str | None = None
+    permission_set_arn: str | None = None

@@ -1,0 +1,51 @@
+"""Shared fixtures: one sandbox server per test session, reset before each test that uses it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from idc_sandbox.core import Sandbox, SandboxConfig
+from idc_sandbox.server import SandboxServer
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[SandboxServer]:
+    with SandboxServer(Sandbox(SandboxConfig())) as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxServer) -> Sandbox:
+    """The running sandbox, emptied, with default config (real rate limits, 0.5 s async latency)."""
+    sb = sandbox_server.sandbox
+    sb.reset()
+    sb.config = SandboxConfig()
+    return sb
+
+
+@pytest.fixture
+def sandbox_url(sandbox_server: SandboxServer, sandbox: Sandbox) -> str:
+    return sandbox_server.url
+
+
+@pytest.fixture
+def aws_client(sandbox_url: str) -> Callable[..., Any]:
+    """``aws_client("sso-admin")``: an unmodified boto3 client pointed at the sandbox."""
+
+    def make(service: str, *, max_attempts: int = 1, **kwargs: Any) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=sandbox_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"mode": "standard", "max_attempts": max_attempts}),
+            **kwargs,
+        )
+
+    return make
