@@ -230,3 +230,29 @@ class OpResult(BaseModel):
     attempts: int = 1
     request_id: str | None = None
     permission_set_arn: str | None = None
+
+
+# --------------------------------------------------------------------------- run inputs and checks
+class Scope(BaseModel):
+    """Limits a run to some accounts / permission sets (trigger params). Empty lists mean everything."""
+
+    accounts: list[str] = Field(default_factory=list)
+    permission_sets: list[str] = Field(default_factory=list)
+
+    @property
+    def is_full(self) -> bool:
+        return not self.accounts and not self.permission_sets
+
+    def includes_account(self, account_id: str | None) -> bool:
+        return not self.accounts or account_id is None or account_id in self.accounts
+
+    def includes_permission_set(self, name: str) -> bool:
+        return not self.permission_sets or name in self.permission_sets
+
+
+class ValidationReport(BaseModel):
+    """What validate_policies found: problems (errors block, warnings advise) and the blocked sets."""
+
+    problems: list[Problem] = Field(default_factory=list)
+    blocked: list[str] = Field(default_factory=list)  # permission set names whose operations are skipped
+    checked: int = 0
