@@ -44,10 +44,10 @@ sandbox: venv
 	$(BIN)/python -m idc_sandbox --port $(SANDBOX_PORT) --seed demo
 
 demo: venv
-	$(BIN)/python -m idc_sync_demo
+	$(BIN)/python scripts/demo.py
 
 demo-up: venv
-	$(BIN)/python -m idc_sync_demo --keep-running
+	$(BIN)/python scripts/demo.py --keep-running
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

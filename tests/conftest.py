@@ -1,6 +1,23 @@
-"""Shared fixtures: one sandbox server per test session, reset before each test that uses it."""
+"""Shared fixtures: one sandbox server per test session, reset before each test that uses it.
+
+Airflow reads its configuration when first imported, so its environment (a throw-away AIRFLOW_HOME with
+a SQLite database, this repo's dags/ and plugins/) is set here, before any test module imports it.
+"""
 
 from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="idc-sync-airflow-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 
 from collections.abc import Callable, Iterator
 from typing import Any

@@ -206,6 +206,12 @@ class SandboxConfig:
     max_concurrent_provisioning: int = 3
     region: str = "us-east-1"
     seed: int = 42  # randomness (fault rates) is reproducible
+    # Organizations List* calls "can occasionally return an empty set of results even when there are more
+    # results available" (AWS docs): probability that a page comes back empty while NextToken is still set.
+    organizations_empty_page_rate: float = 0.1
+    # Access Analyzer ValidatePolicy with a policyDocument that is not JSON: False answers ValidationException
+    # (reference/apis.md), True answers a JSON_SYNTAX_ERROR finding (the policy check reference lists one).
+    access_analyzer_syntax_error_as_finding: bool = False
 
 
 class Sandbox:
@@ -247,3 +253,32 @@ class Sandbox:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+
+def aws_fault_guard(
+    sandbox: Sandbox,
+    service: str,
+    operation: str,
+    errors: dict[str, tuple[str, int, str]],
+    family: str | None = None,
+    extras: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Injected faults and the token bucket for AWS handlers that the JSON dispatcher does not front
+    (IAM query, Access Analyzer REST-JSON). ``errors`` maps fault kind -> (code, status, message) and must
+    have "throttle"; ``extras`` adds modeled error fields per kind (e.g. RetryAfterSeconds)."""
+    extras = extras or {}
+    if sandbox.faults.take(service, operation, ("outage",)):
+        code, status, message = errors.get(
+            "outage", ("ServiceUnavailableException", 503, "Service is unavailable (injected outage).")
+        )
+        raise ServiceError(code, message, status, **extras.get("outage", {}))
+    for kind in ("throttle", "conflict", "error5xx", "access_denied"):
+        if kind not in errors:
+            continue
+        rule = sandbox.faults.take(service, operation, (kind,))
+        if rule:
+            code, status, message = errors[kind]
+            raise ServiceError(code, rule.message or message, status, **extras.get(kind, {}))
+    if not sandbox.allow(family or service):
+        code, status, message = errors["throttle"]
+        raise ServiceError(code, message, status, **extras.get("throttle", {}))

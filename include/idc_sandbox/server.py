@@ -59,17 +59,19 @@ def aws_guard(sandbox: Sandbox, module: Any, operation: str, params: dict[str, A
     """Faults and throttling common to every AWS operation; raises the service's own error."""
     service = module.SERVICE
     errors: dict[str, tuple[str, int, str]] = module.ERRORS
+    # optional modeled error fields per fault kind, e.g. identitystore's ThrottlingException.RetryAfterSeconds
+    extras: dict[str, dict[str, Any]] = getattr(module, "ERROR_EXTRAS", {})
     if sandbox.faults.take(service, operation, ("outage",)):
         raise ServiceError("ServiceUnavailableException", "Service is unavailable (injected outage).", 503)
     for kind in ("throttle", "conflict", "error5xx", "access_denied"):
         rule = sandbox.faults.take(service, operation, (kind,))
         if rule:
             code, status, message = errors[kind]
-            raise ServiceError(code, rule.message or message, status)
+            raise ServiceError(code, rule.message or message, status, **extras.get(kind, {}))
     family = getattr(module, "rate_family", lambda op: service)(operation)
     if not sandbox.allow(family):
         code, status, message = errors["throttle"]
-        raise ServiceError(code, message, status)
+        raise ServiceError(code, message, status, **extras.get("throttle", {}))
 
 
 async def _dispatch_json(sandbox: Sandbox, request: Request, target: str) -> Response:

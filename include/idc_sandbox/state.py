@@ -201,6 +201,7 @@ class KintoneCursor:
     position: int
     total: int
     expires_at: float  # monotonic
+    size: int = 100  # records per page
 
 
 @dc.dataclass
@@ -212,6 +213,10 @@ class Kintone:
     next_app_id: int = 1
     cursors: dict[str, KintoneCursor] = dc.field(default_factory=dict)
     daily_limit: int = 10_000
+    # Real kintone does not reject requests above the daily limit (it e-mails the store administrator);
+    # "warn" marks them in the call log, "error" makes the sandbox refuse them (to test budgets).
+    daily_limit_mode: str = "warn"  # "warn" | "error"
+    max_concurrent_requests: int = 100  # per domain (429 GAIA_TO04 above)
     max_cursors: int = 10
     cursor_ttl_seconds: float = 600.0
 

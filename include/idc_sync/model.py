@@ -94,6 +94,9 @@ class DesiredState(BaseModel):
     assignments: list[AssignmentSpec] = Field(default_factory=list)
     problems: list[Problem] = Field(default_factory=list)
     records_read: dict[str, int] = Field(default_factory=dict)  # app key -> number of records read
+    # Permission sets whose kintone record exists but has errors: keep them as they are in IdC (neither
+    # update nor delete them or their assignments) until the record is fixed. Never in permission_sets.
+    held_permission_sets: list[str] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- observed state
@@ -162,6 +165,7 @@ class ObservedState(BaseModel):
     principal_names: dict[str, str] = Field(default_factory=dict)  # id -> "USER:alice"
     missing_principals: list[str] = Field(default_factory=list)  # "USER:bob" named in kintone, absent in IdC
     scoped: bool = False  # True when only part of IdC was read (scope params): never delete outside it
+    scope: Scope | None = None  # the scope the snapshot was taken with (compute_plan falls back to it)
 
 
 def principal_key(principal_type: str, name: str) -> str:

@@ -1,0 +1,191 @@
+"""
+### idc_sync: keep AWS IAM Identity Center equal to the access requests kept in kintone
+
+Every ten minutes: read both kintone apps, snapshot IAM Identity Center and AWS Organizations, compute a
+plan (desired vs observed), validate the policies, apply the plan from the delegated-administrator
+account, and tell people: kintone comments for requesters, Slack for admins, the run summary as this
+run's note, the plan and results as an audit artifact.
+
+Trigger it by hand with the form to do a **dry run**, limit the **scope** to some accounts or permission
+sets, or **approve a large deletion** up front. See the project README for connections and settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, TriggerRule, dag, task
+
+from idc_sync_airflow import settings
+from idc_sync_airflow.sensors import ScimHealthSensor
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "platform",
+    "retries": 2,
+    "retry_delay": dt.timedelta(seconds=20),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": dt.timedelta(minutes=3),
+    "execution_timeout": dt.timedelta(minutes=30),
+}
+
+
+@dag(
+    dag_id="idc_sync",
+    schedule="*/10 * * * *",
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    is_paused_upon_creation=False,
+    default_args=DEFAULT_ARGS,
+    dagrun_timeout=dt.timedelta(hours=2),
+    tags=["iam-identity-center", "kintone", "access"],
+    params={
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Compute, validate and show the plan; change nothing in AWS, kintone or Slack.",
+        ),
+        "scope_accounts": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": "^[0-9]{12}$"},
+            title="Only these accounts",
+            description="12-digit AWS account ids, one per line. Empty: every account.",
+        ),
+        "scope_permission_sets": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="Only these permission sets",
+            description="Permission set names, one per line. Empty: every permission set.",
+        ),
+        "allow_mass_delete": Param(
+            False,
+            type="boolean",
+            title="Approve a large deletion",
+            description="Apply deletions even when they exceed the deletion guard, without asking.",
+        ),
+        "drift_mode": Param(
+            "enforce",
+            type="string",
+            enum=["enforce", "report"],
+            values_display={"enforce": "Enforce: revert hand-made changes", "report": "Report only"},
+            title="Drift",
+            description="What to do with changes made by hand in IAM Identity Center.",
+        ),
+        "full_resync": Param(
+            False,
+            type="boolean",
+            title="Full resync",
+            description="Re-read everything and re-provision every managed permission set.",
+        ),
+        "skip_scim_check": Param(
+            False,
+            type="boolean",
+            title="Skip the SCIM check",
+            description="Do not ask Microsoft Graph; missing users stay pending.",
+        ),
+    },
+    doc_md=__doc__,
+)
+def idc_sync() -> None:
+    scim_health = ScimHealthSensor(
+        task_id="scim_health",
+        graph_conn_id=settings.GRAPH_CONN_ID,
+        poke_interval=30,
+        timeout=240,
+        retries=0,
+    )
+
+    @task
+    def extract_kintone() -> dict[str, Any]:
+        """Read both kintone apps (cursor API) into typed desired state; bad records become problems."""
+        from idc_sync_airflow import steps
+
+        return steps.extract_kintone()
+
+    @task
+    def snapshot_idc() -> dict[str, Any]:
+        """Read AWS Organizations and IAM Identity Center: accounts, OUs, permission sets, assignments."""
+        from idc_sync_airflow import steps
+
+        return steps.snapshot_idc()
+
+    @task
+    def compute_diff(
+        desired: dict[str, Any], observed: dict[str, Any], scim: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Desired vs observed into an ordered plan (shown in this task's log); skipped items with reasons."""
+        from idc_sync_airflow import steps
+
+        return steps.compute_diff(desired, observed, scim)
+
+    @task
+    def validate_policies(desired: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
+        """Check names, sizes, managed policies (iam:GetPolicy) and inline JSON (Access Analyzer)."""
+        from idc_sync_airflow import steps
+
+        return steps.validate_policies(desired, diff)
+
+    @task.branch
+    def deletion_guard(validated: dict[str, Any]) -> list[str]:
+        """Ask a human when the plan deletes more than the guard allows; otherwise go straight to apply."""
+        from idc_sync_airflow import steps
+
+        return steps.deletion_guard(validated)
+
+    approve_deletions = ApprovalOperator(
+        task_id="approve_deletions",
+        subject="idc-sync wants to delete {{ ti.xcom_pull(task_ids='deletion_guard', key='deletions') }} "
+        "assignment(s) / permission set(s)",
+        body="{{ ti.xcom_pull(task_ids='deletion_guard', key='table') }}",
+        defaults="Reject",
+        response_timeout=dt.timedelta(hours=4),
+    )
+    deletions_approved = EmptyOperator(task_id="deletions_approved")
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def apply_permission_sets(validated: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
+        """Create, update and re-provision permission sets (idempotent; async operations polled)."""
+        from idc_sync_airflow import steps
+
+        return steps.apply_permission_sets(validated, observed)
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def apply_assignments(
+        validated: dict[str, Any], observed: dict[str, Any], applied_sets: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create and delete account assignments, then delete permission sets no record wants."""
+        from idc_sync_airflow import steps
+
+        return steps.apply_assignments(validated, observed, applied_sets)
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    def notify() -> dict[str, Any]:
+        """Comment on records with new/changed/resolved problems, post to Slack, write the note and audit.
+
+        Runs even when an earlier task failed, so every failure is reported; fails the run when any
+        operation failed, so Airflow shows it and the next run retries what is still needed.
+        """
+        from idc_sync_airflow import steps
+
+        return steps.notify()
+
+    desired = extract_kintone()
+    observed = snapshot_idc()
+    diff = compute_diff(desired, observed, scim_health.output)
+    validated = validate_policies(desired, diff)
+    guard = deletion_guard(validated)
+    applied_sets = apply_permission_sets(validated, observed)
+    guard >> approve_deletions >> deletions_approved >> applied_sets
+    guard >> applied_sets
+    applied_assignments = apply_assignments(validated, observed, applied_sets)
+    # notify runs whatever happened before it (all_done) and reads the XComs that exist.
+    applied_assignments >> notify()
+
+
+idc_sync()

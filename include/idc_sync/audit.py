@@ -1,0 +1,55 @@
+"""The audit store: one JSON artifact per run, and the small state that must survive runs.
+
+The location is a local folder by default or any fsspec URL (``s3://bucket/prefix``) through
+universal-pathlib, so production keeps audits in object storage by changing one setting.
+Only plan/result data is written: no connection, token or secret ever reaches this store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+from upath import UPath
+
+FEEDBACK_STATE = "state/feedback.json"
+SCIM_STATE = "state/scim.json"
+
+
+class AuditStore:
+    def __init__(self, root: str) -> None:
+        self.root = UPath(root)
+
+    def _path(self, relative: str) -> UPath:
+        return self.root / relative
+
+    def write_run(self, run_id: str, artifact: dict[str, Any]) -> str:
+        """Write ``runs/<date>/<run_id>.json``; returns its location."""
+        safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", run_id)
+        day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+        path = self._path(f"runs/{day}/{safe}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(artifact, indent=2, sort_keys=True, default=str))
+        return str(path)
+
+    def read_state(self, name: str) -> dict[str, Any]:
+        path = self._path(name)
+        if not path.exists():
+            return {}
+        data = json.loads(path.read_text() or "{}")
+        return data if isinstance(data, dict) else {}
+
+    def write_state(self, name: str, data: dict[str, Any]) -> None:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path(name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.rename(path)  # atomic on a local disk; copy + delete on object storage
+
+    def list_runs(self) -> list[str]:
+        base = self._path("runs")
+        if not base.exists():
+            return []
+        return sorted(str(p) for p in base.glob("*/*.json"))

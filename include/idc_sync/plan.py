@@ -1,0 +1,782 @@
+"""Desired (kintone) vs observed (IdC) -> an ordered, serializable ``Plan`` (the ``compute_diff`` step).
+
+The plan is pure data: no AWS call happens here, so it can be shown in the Airflow UI, approved, stored in
+the audit artifact and applied by later tasks. Every safety rule that can be decided from the two states
+is decided here, once:
+
+* the management account is never the target of an operation (rule 1); a managed permission set that is
+  provisioned to it is not updated or re-provisioned (the delegated administrator cannot) and the record
+  is told to use a separate permission set for member accounts;
+* only permission sets carrying the ownership tag, and their assignments, are created/changed/deleted
+  (rule 2); a kintone record naming an existing unmanaged permission set gets a problem instead;
+* principals not yet in IdC are *pending* (rule 4): skipped, never an error here;
+* a scoped run plans nothing outside its scope and deletes nothing it did not read;
+* a permission set whose kintone record could not be parsed is neither deleted nor loses assignments.
+
+``drift_mode="report"``: assignment deletions, permission set updates (and the re-provisioning that would
+follow them) and permission set deletions are not planned but listed in ``plan.skipped`` with reason
+``"drift (report mode)"``; creations and the provisioning of stale accounts still happen. The deletion
+guard (max deletions / ratio) is applied later, on this plan (``guard.py``).
+
+Operation keys are stable across runs (results, retries, feedback fingerprints and the audit use them):
+``create_permission_set:<ps>``, ``update_permission_set:<ps>``, ``provision_permission_set:<ps>:<account>``,
+``create_assignment:<account>:<ps>:<USER|GROUP>:<principal name>``, ``delete_assignment:...`` (same shape,
+the principal id when its name is unknown), ``delete_permission_set:<ps>``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections import defaultdict
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from idc_sync.config import SyncConfig
+from idc_sync.model import (
+    OP_ORDER,
+    AssignmentSpec,
+    CustomerPolicyRef,
+    DesiredState,
+    ObservedState,
+    Operation,
+    OpKind,
+    PermissionsBoundary,
+    PermissionSetSpec,
+    PermissionSetState,
+    Plan,
+    Problem,
+    RecordRef,
+    Scope,
+    Severity,
+    Skipped,
+    principal_key,
+)
+from idc_sync.policy import canonical_policy, managed_policy_name
+
+DRIFT_REPORT = "drift (report mode)"
+PRINCIPAL_PENDING = "principal_pending"
+
+_ACCOUNT_RE = re.compile(r"^\d{12}$")
+_DURATION_RE = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?$")
+
+# Codes records.py may already emit for the same thing; the plan does not repeat them on the same record.
+_EQUIVALENT_CODES: dict[str, tuple[str, ...]] = {
+    "unknown_permission_set": (
+        "unknown_permission_set",
+        "permission_set_not_found",
+        "permission_set_unknown",
+    ),
+    "invalid_target": ("invalid_target", "bad_target", "target_invalid"),
+}
+
+
+# --------------------------------------------------------------------------- field comparison
+def _duration_seconds(value: str | None) -> int | str | None:
+    if not value:
+        return None
+    m = _DURATION_RE.match(value.strip().upper())
+    if not m or not any(m.groups()):
+        return value
+    h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def _norm_path(path: str | None) -> str:
+    p = (path or "/").strip()
+    if not p.startswith("/"):
+        p = "/" + p
+    if not p.endswith("/"):
+        p += "/"
+    return p
+
+
+def _cmp_list(refs: list[CustomerPolicyRef]) -> list[str]:
+    return sorted({f"{_norm_path(r.path)}{r.name}" for r in refs})
+
+
+def _boundary_value(b: PermissionsBoundary | None) -> dict[str, str] | None:
+    if b is None:
+        return None
+    if b.managed_policy_arn:
+        return {"managed_policy_arn": b.managed_policy_arn}
+    if b.customer_managed_policy:
+        ref = b.customer_managed_policy
+        return {"customer_managed_policy": f"{_norm_path(ref.path)}{ref.name}"}
+    return None
+
+
+def _inline_equal(desired: str | None, observed: str | None) -> bool:
+    try:
+        want = canonical_policy(desired)
+    except ValueError:
+        # Invalid JSON in kintone: validation reports and blocks it; here it only counts as a change.
+        return False
+    try:
+        have = canonical_policy(observed)
+    except ValueError:
+        return False
+    return want == have
+
+
+def permission_set_changes(spec: PermissionSetSpec, state: PermissionSetState) -> dict[str, dict[str, Any]]:
+    """Field -> {"from": observed, "to": desired} for every field that differs semantically."""
+    changes: dict[str, dict[str, Any]] = {}
+
+    def add(field: str, have: Any, want: Any) -> None:
+        changes[field] = {"from": have, "to": want}
+
+    if (spec.description or "") != (state.description or ""):
+        add("description", state.description or "", spec.description or "")
+    if _duration_seconds(spec.session_duration or "PT1H") != _duration_seconds(
+        state.session_duration or "PT1H"
+    ):
+        add("session_duration", state.session_duration, spec.session_duration)
+    if (spec.relay_state or None) != (state.relay_state or None):
+        add("relay_state", state.relay_state, spec.relay_state)
+    if sorted(set(spec.managed_policies)) != sorted(set(state.managed_policies)):
+        add("managed_policies", sorted(set(state.managed_policies)), sorted(set(spec.managed_policies)))
+    if _cmp_list(spec.customer_managed_policies) != _cmp_list(state.customer_managed_policies):
+        add(
+            "customer_managed_policies",
+            _cmp_list(state.customer_managed_policies),
+            _cmp_list(spec.customer_managed_policies),
+        )
+    if not _inline_equal(spec.inline_policy, state.inline_policy):
+        add("inline_policy", state.inline_policy, spec.inline_policy)
+    if _boundary_value(spec.permissions_boundary) != _boundary_value(state.permissions_boundary):
+        add(
+            "permissions_boundary",
+            _boundary_value(state.permissions_boundary),
+            _boundary_value(spec.permissions_boundary),
+        )
+    return changes
+
+
+def _unique_records(values: Any) -> list[RecordRef]:
+    out: list[RecordRef] = []
+    for v in values:
+        if v is not None and v not in out:
+            out.append(v)
+    return out
+
+
+# --------------------------------------------------------------------------- the planner
+class _Planner:
+    def __init__(
+        self,
+        desired: DesiredState,
+        observed: ObservedState,
+        config: SyncConfig,
+        scope: Scope,
+        today: dt.date,
+        drift_mode: str,
+    ) -> None:
+        if drift_mode not in ("enforce", "report"):
+            raise ValueError(f"drift_mode must be 'enforce' or 'report', not {drift_mode!r}")
+        self.desired = desired
+        self.observed = observed
+        self.config = config
+        self.scope = scope
+        self.today = today
+        self.report = drift_mode == "report"
+        self.mgmt = observed.org.management_account_id
+        self.ops: dict[str, Operation] = {}
+        self.skipped: dict[str, Skipped] = {}
+        self.problems: list[Problem] = []
+        self._problem_keys: set[tuple[str, str, tuple[tuple[str, Any], ...]]] = set()
+        self._desired_codes = {
+            (p.code, p.record.key if p.record else "") for p in desired.problems
+        }  # what records.py already said
+        self.by_arn = {s.arn: s for s in observed.permission_sets.values()}
+        # Permission set names whose kintone record has errors (so it may be missing from desired): never
+        # delete them or their assignments because of a record someone is still fixing.
+        self.protected_ps: set[str] = {
+            str(v)
+            for p in desired.problems
+            if p.severity == "error" and p.record is not None and p.record.app == "permission_sets"
+            for k, v in p.params.items()
+            if k in ("name", "permission_set", "permission_set_name") and v
+        }
+        self.blocked_ps: set[str] = set()  # managed ps provisioned to the management account
+
+    # ------------------------------------------------------------------ helpers
+    def problem(
+        self,
+        code: str,
+        message: str,
+        *,
+        severity: Severity = "error",
+        record: RecordRef | None = None,
+        **params: str | int | float | None,
+    ) -> None:
+        rkey = record.key if record else ""
+        if any((c, rkey) in self._desired_codes for c in _EQUIVALENT_CODES.get(code, (code,))):
+            return
+        key = (code, rkey, tuple(sorted(params.items())))
+        if key in self._problem_keys:
+            return
+        self._problem_keys.add(key)
+        self.problems.append(
+            Problem(code=code, message=message, severity=severity, record=record, params=params)
+        )
+
+    def add_op(self, op: Operation) -> None:
+        existing = self.ops.get(op.key)
+        if existing is None:
+            self.ops[op.key] = op
+            return
+        for r in op.records:  # the same change asked by several records
+            if r not in existing.records:
+                existing.records.append(r)
+
+    def skip(self, key: str, reason: str, record: RecordRef | None = None) -> None:
+        self.skipped.setdefault(key, Skipped(key=key, reason=reason, record=record))
+
+    def account_in_scope(self, account_id: str) -> bool:
+        return self.scope.includes_account(account_id)
+
+    # ------------------------------------------------------------------ permission sets
+    def plan_permission_sets(self) -> None:
+        for name, spec in sorted(self.desired.permission_sets.items()):
+            if not self.scope.includes_permission_set(name):
+                continue
+            state = self.observed.permission_sets.get(name)
+            records = [spec.record] if spec.record else []
+            if state is None:
+                self.add_op(
+                    Operation(
+                        key=f"create_permission_set:{name}",
+                        kind=OpKind.CREATE_PERMISSION_SET,
+                        permission_set_name=name,
+                        spec=spec,
+                        reason="new record",
+                        records=records,
+                    )
+                )
+                continue
+            if not state.managed:
+                self.skip(f"permission_set:{name}", "exists and is not managed by this pipeline", spec.record)
+                self.problem(
+                    "permission_set_not_managed",
+                    f"Permission set {name} already exists in IAM Identity Center and is not managed by this "
+                    f"pipeline (it has no {self.config.ownership_tag_key}={self.config.ownership_tag_value} tag), "
+                    "so it is left unchanged. Choose another name, or ask an admin to hand it over.",
+                    record=spec.record,
+                    permission_set=name,
+                )
+                continue
+            self._plan_managed(name, spec, state, records)
+
+    def _plan_managed(
+        self, name: str, spec: PermissionSetSpec, state: PermissionSetState, records: list[RecordRef]
+    ) -> None:
+        changes = permission_set_changes(spec, state)
+        stale = [a for a in state.stale_accounts if self.account_in_scope(a)]
+        provision_to = (
+            sorted(set(state.provisioned_accounts) | set(state.stale_accounts)) if changes else stale
+        )
+        provision_to = [a for a in provision_to if self.account_in_scope(a)]
+        if self.mgmt in state.provisioned_accounts or self.mgmt in state.stale_accounts:
+            self.blocked_ps.add(name)
+            if changes or provision_to:
+                if changes:
+                    self.skip(
+                        f"update_permission_set:{name}", "provisioned to the management account", spec.record
+                    )
+                for account in provision_to:
+                    self.skip(
+                        f"provision_permission_set:{name}:{account}",
+                        "provisioned to the management account",
+                        spec.record,
+                    )
+                self.problem(
+                    "provisioned_to_management_account",
+                    f"Permission set {name} is provisioned to the management account {self.mgmt}, so it cannot be "
+                    "changed or re-provisioned from the delegated administrator. Use a separate permission set "
+                    "for member accounts (the management account's access is managed elsewhere).",
+                    record=spec.record,
+                    permission_set=name,
+                    account_id=self.mgmt,
+                )
+            return
+        if changes and self.report:
+            self.skip(f"update_permission_set:{name}", DRIFT_REPORT, spec.record)
+            for account in provision_to:
+                self.skip(f"provision_permission_set:{name}:{account}", DRIFT_REPORT, spec.record)
+            return
+        if changes:
+            self.add_op(
+                Operation(
+                    key=f"update_permission_set:{name}",
+                    kind=OpKind.UPDATE_PERMISSION_SET,
+                    permission_set_name=name,
+                    permission_set_arn=state.arn,
+                    spec=spec,
+                    changes=changes,
+                    reason="differs from kintone",
+                    records=records,
+                )
+            )
+        for account in provision_to:
+            self.add_op(
+                Operation(
+                    key=f"provision_permission_set:{name}:{account}",
+                    kind=OpKind.PROVISION_PERMISSION_SET,
+                    permission_set_name=name,
+                    permission_set_arn=state.arn,
+                    account_id=account,
+                    reason="updated" if changes else "stale provisioning",
+                    records=records,
+                )
+            )
+
+    # ------------------------------------------------------------------ assignments
+    def _expand(self, a: AssignmentSpec) -> list[str]:
+        """Accounts a target names (problems for unknown/inactive/management targets)."""
+        org = self.observed.org
+        target = a.target.strip()
+        if _ACCOUNT_RE.match(target):
+            if target == self.mgmt:
+                self.skip(
+                    f"create_assignment:{target}:{a.permission_set_name}:{a.principal_type}:{a.principal_name}",
+                    "management account",
+                    a.record,
+                )
+                self.problem(
+                    "management_account_target",
+                    f"Account {target} is the management account: its access is not managed by this pipeline. "
+                    "Remove it from targets.",
+                    record=a.record,
+                    account_id=target,
+                )
+                return []
+            account = org.accounts.get(target)
+            if account is None:
+                self.problem(
+                    "unknown_account",
+                    f"Account {target} is not in the organization. Check the account id in targets.",
+                    record=a.record,
+                    target=target,
+                )
+                return []
+            if account.state != "ACTIVE":
+                self.problem(
+                    "account_not_active",
+                    f"Account {target} is {account.state}, not ACTIVE: no assignment is made there.",
+                    severity="warning",
+                    record=a.record,
+                    account_id=target,
+                    state=account.state,
+                )
+                return []
+            return [target]
+        if target.startswith("ou-") or (target.startswith("r-") and target == org.root_id):
+            if target not in org.ous and target != org.root_id:
+                self.problem(
+                    "unknown_ou",
+                    f"Organizational unit {target} does not exist in the organization. Check the OU id in targets.",
+                    record=a.record,
+                    target=target,
+                )
+                return []
+            accounts = org.active_accounts_under(target)
+            if self.mgmt in accounts:
+                accounts = [x for x in accounts if x != self.mgmt]  # silently: the OU, not the record, has it
+            if not accounts:
+                self.problem(
+                    "ou_without_active_accounts",
+                    f"Organizational unit {target} has no ACTIVE member account: nothing is assigned.",
+                    severity="warning",
+                    record=a.record,
+                    target=target,
+                )
+            return accounts
+        self.problem(
+            "invalid_target",
+            f"Target {target!r} is neither a 12-digit account id nor an OU id (ou-...).",
+            record=a.record,
+            target=target,
+        )
+        return []
+
+    def _inactive_named(self, target: str) -> list[str]:
+        """Non-ACTIVE accounts a target names (the account itself, or any account below the OU)."""
+        org = self.observed.org
+        target = target.strip()
+        if target in org.accounts:
+            return [target] if org.accounts[target].state != "ACTIVE" else []
+        if target not in org.ous and target != org.root_id:
+            return []
+        below = {target}
+        changed = True
+        while changed:
+            changed = False
+            for ou in org.ous.values():
+                if ou.parent_id in below and ou.id not in below:
+                    below.add(ou.id)
+                    changed = True
+        return sorted(a.id for a in org.accounts.values() if a.parent_id in below and a.state != "ACTIVE")
+
+    def _desired_rows(self) -> tuple[list[dict[str, Any]], set[tuple[str, str, str, str]]]:
+        """One row per (account, permission set, principal) wanted by a record; plus names to protect."""
+        rows: list[dict[str, Any]] = []
+        protected: set[tuple[str, str, str, str]] = set()  # (account, ps, type, principal id) never deleted
+        for a in self.desired.assignments:
+            ps = a.permission_set_name
+            if not self.scope.includes_permission_set(ps):
+                continue
+            expired = a.expires_on is not None and a.expires_on < self.today
+            accounts = [x for x in self._expand(a) if self.account_in_scope(x)]
+            pkey = principal_key(a.principal_type, a.principal_name)
+            pid = self.observed.principal_ids.get(pkey)
+            if pid and not expired:
+                # A record still names these accounts, which are not ACTIVE (suspended, closing): nothing is
+                # created there, and an assignment that exists is not deleted as "not in kintone" either.
+                protected.update((x, ps, a.principal_type, pid) for x in self._inactive_named(a.target))
+            if not accounts:
+                continue
+            if ps not in self.desired.permission_sets:
+                self.problem(
+                    "unknown_permission_set",
+                    f"Permission set {ps} is not defined in the permission sets app. Add it there first or fix "
+                    "the name.",
+                    record=a.record,
+                    permission_set=ps,
+                )
+                if pid:
+                    protected.update((x, ps, a.principal_type, pid) for x in accounts)
+                continue
+            state = self.observed.permission_sets.get(ps)
+            if state is not None and not state.managed:
+                for x in accounts:
+                    self.skip(
+                        f"create_assignment:{x}:{ps}:{a.principal_type}:{a.principal_name}",
+                        "permission set not managed by this pipeline",
+                        a.record,
+                    )
+                continue
+            if pid is None:
+                if expired:
+                    continue  # nothing to create, nothing that can exist
+                for x in accounts:
+                    self.skip(
+                        f"create_assignment:{x}:{ps}:{a.principal_type}:{a.principal_name}",
+                        PRINCIPAL_PENDING,
+                        a.record,
+                    )
+                self.problem(
+                    "principal_not_found",
+                    f"{'User' if a.principal_type == 'USER' else 'Group'} {a.principal_name} is not in IAM Identity "
+                    "Center yet (provisioning from Entra ID runs about every 40 minutes); the assignment will be made "
+                    "once it arrives.",
+                    severity="pending",
+                    record=a.record,
+                    principal_type=a.principal_type,
+                    principal_name=a.principal_name,
+                )
+                continue
+            for x in accounts:
+                rows.append(
+                    {
+                        "account_id": x,
+                        "ps_name": ps,
+                        "principal_type": a.principal_type,
+                        "principal_id": pid,
+                        "principal_name": a.principal_name,
+                        "expired": expired,
+                        "record": a.record,
+                    }
+                )
+        return rows, protected
+
+    def _observed_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for s in self.observed.assignments:
+            state = self.by_arn.get(s.permission_set_arn)
+            if state is None or not state.managed or s.account_id == self.mgmt:
+                continue  # never touch what is not ours, never the management account
+            if not self.scope.includes_permission_set(state.name) or not self.account_in_scope(s.account_id):
+                continue
+            known = self.observed.principal_names.get(s.principal_id)
+            name = known.split(":", 1)[1] if known else s.principal_id
+            rows.append(
+                {
+                    "account_id": s.account_id,
+                    "ps_name": state.name,
+                    "principal_type": s.principal_type,
+                    "principal_id": s.principal_id,
+                    "observed_name": name,
+                    "ps_arn": state.arn,
+                }
+            )
+        return rows
+
+    def plan_assignments(self) -> None:
+        keys = ["account_id", "ps_name", "principal_type", "principal_id"]
+        rows, protected = self._desired_rows()
+        want = pd.DataFrame(rows, columns=[*keys, "principal_name", "expired", "record"])
+        have = pd.DataFrame(self._observed_rows(), columns=[*keys, "observed_name", "ps_arn"])
+
+        # Several records (or several targets) can ask for the same assignment: one row per key, active if
+        # any non-expired record wants it; ``records`` lists the records behind the state that wins.
+        if len(want):
+            want["active"] = ~want["expired"].astype(bool)
+            want["active_record"] = [
+                r if on else None for r, on in zip(want["record"], want["active"], strict=True)
+            ]
+            want = (
+                want.groupby(keys, sort=True)
+                .agg(
+                    principal_name=("principal_name", "first"),
+                    active=("active", "any"),
+                    records=("record", _unique_records),
+                    active_records=("active_record", _unique_records),
+                )
+                .reset_index()
+            )
+        else:
+            want = pd.DataFrame(columns=[*keys, "principal_name", "active", "records", "active_records"])
+
+        merged = want.merge(have, on=keys, how="outer", indicator=True, sort=True)
+        for row in merged.to_dict("records"):
+            where = row["_merge"]
+            ps = row["ps_name"]
+            account = row["account_id"]
+            ptype = row["principal_type"]
+            state = self.observed.permission_sets.get(ps)
+            if where == "left_only":
+                if not row["active"]:
+                    continue  # expired and never created (or already removed)
+                name = row["principal_name"]
+                self.add_op(
+                    Operation(
+                        key=f"create_assignment:{account}:{ps}:{ptype}:{name}",
+                        kind=OpKind.CREATE_ASSIGNMENT,
+                        permission_set_name=ps,
+                        permission_set_arn=state.arn if state else None,
+                        account_id=account,
+                        principal_type=ptype,
+                        principal_id=row["principal_id"],
+                        principal_name=name,
+                        reason="new record",
+                        records=list(row["active_records"]),
+                    )
+                )
+                continue
+            if where == "both" and row["active"]:
+                continue  # in place
+            # Observed and not (or no longer) wanted.
+            expired = where == "both"
+            name = row["observed_name"]
+            key = f"delete_assignment:{account}:{ps}:{ptype}:{name}"
+            records = list(row["records"]) if expired else []
+            record = records[0] if records else None
+            ident = (account, ps, ptype, row["principal_id"])
+            if ps in self.protected_ps:
+                self.skip(key, "kept: its permission set record has errors", record)
+            elif ident in protected:
+                self.skip(
+                    key,
+                    "kept: a record still names it (account not ACTIVE or permission set unknown)",
+                    record,
+                )
+            elif self.report:
+                self.skip(key, DRIFT_REPORT, record)
+            else:
+                self.add_op(
+                    Operation(
+                        key=key,
+                        kind=OpKind.DELETE_ASSIGNMENT,
+                        permission_set_name=ps,
+                        permission_set_arn=row["ps_arn"],
+                        account_id=account,
+                        principal_type=ptype,
+                        principal_id=row["principal_id"],
+                        principal_name=name,
+                        reason="expired" if expired else "not in kintone",
+                        records=records,
+                    )
+                )
+
+    # ------------------------------------------------------------------ permission set deletions
+    def plan_permission_set_deletions(self) -> None:
+        deleting: dict[str, int] = defaultdict(int)
+        for op in self.ops.values():
+            if op.kind is OpKind.DELETE_ASSIGNMENT:
+                deleting[op.permission_set_name] += 1
+        counts: dict[str, int] = defaultdict(int)
+        for s in self.observed.assignments:
+            st = self.by_arn.get(s.permission_set_arn)
+            if st is not None and s.account_id != self.mgmt:
+                counts[st.name] += 1
+        for name, state in sorted(self.observed.permission_sets.items()):
+            if not state.managed or name in self.desired.permission_sets:
+                continue
+            if not self.scope.includes_permission_set(name):
+                continue
+            key = f"delete_permission_set:{name}"
+            if self.scope.accounts:
+                continue  # only some accounts' assignments were read: we cannot know it is unused
+            if name in self.protected_ps:
+                self.skip(key, "kept: its permission set record has errors")
+                continue
+            if self.mgmt in state.provisioned_accounts:
+                self.skip(key, "provisioned to the management account")
+                self.problem(
+                    "provisioned_to_management_account",
+                    f"Managed permission set {name} is no longer in kintone but is provisioned to the management "
+                    f"account {self.mgmt}, so it cannot be deleted from the delegated administrator. Remove it from "
+                    "the management account (where that account's access is managed) or delete it there.",
+                    permission_set=name,
+                    account_id=self.mgmt,
+                )
+                continue
+            if self.report:
+                self.skip(key, DRIFT_REPORT)
+                continue
+            if deleting[name] != counts[name]:
+                self.skip(key, "some of its assignments are kept in this run")
+                continue
+            self.add_op(
+                Operation(
+                    key=key,
+                    kind=OpKind.DELETE_PERMISSION_SET,
+                    permission_set_name=name,
+                    permission_set_arn=state.arn,
+                    reason="not in kintone",
+                )
+            )
+
+    def plan(self) -> Plan:
+        self.plan_permission_sets()
+        self.plan_assignments()
+        self.plan_permission_set_deletions()
+        order = {k: i for i, k in enumerate(OP_ORDER)}
+        operations = sorted(self.ops.values(), key=lambda op: (order[op.kind], op.key))
+        managed_arns = {s.arn for s in self.observed.permission_sets.values() if s.managed}
+        return Plan(
+            operations=operations,
+            skipped=[self.skipped[k] for k in sorted(self.skipped)],
+            managed_assignment_count=sum(
+                1
+                for a in self.observed.assignments
+                if a.permission_set_arn in managed_arns and a.account_id != self.mgmt
+            ),
+        )
+
+
+def today_in(timezone: str) -> dt.date:
+    """The current day where ``expires_on`` is interpreted (an assignment lasts through its last day)."""
+    return dt.datetime.now(ZoneInfo(timezone)).date()
+
+
+def compute_plan(
+    desired: DesiredState,
+    observed: ObservedState,
+    config: SyncConfig,
+    *,
+    scope: Scope | None = None,
+    today: dt.date | None = None,
+    drift_mode: str = "enforce",
+) -> tuple[Plan, list[Problem]]:
+    """The ordered plan (operations by ``OP_ORDER`` then key) and the problems found while planning.
+
+    ``scope`` defaults to the scope the snapshot was taken with. ``today`` defaults to the current day in
+    ``config.timezone``; an assignment whose ``expires_on`` is before it is no longer desired.
+    """
+    effective = scope or observed.scope or Scope()
+    if observed.scoped and effective.is_full:
+        raise ValueError("the observed state was read with a scope; pass the same scope to compute_plan")
+    planner = _Planner(desired, observed, config, effective, today or today_in(config.timezone), drift_mode)
+    plan = planner.plan()
+    return plan, planner.problems
+
+
+# --------------------------------------------------------------------------- rendering
+def _short(value: Any, limit: int = 80) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, list):
+        text = ", ".join(managed_policy_name(str(v)) for v in value) or "(none)"
+    elif isinstance(value, dict):
+        text = ", ".join(f"{k}={v}" for k, v in value.items())
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_SYMBOL = {
+    OpKind.CREATE_PERMISSION_SET: "+",
+    OpKind.UPDATE_PERMISSION_SET: "~",
+    OpKind.PROVISION_PERMISSION_SET: "~",
+    OpKind.CREATE_ASSIGNMENT: "+",
+    OpKind.DELETE_ASSIGNMENT: "-",
+    OpKind.DELETE_PERMISSION_SET: "-",
+}
+
+
+def render_plan(plan: Plan, *, max_lines: int = 500) -> str:
+    """Terraform-like text of the plan for the Airflow UI and task logs."""
+    counts = plan.counts()
+    create = counts[OpKind.CREATE_PERMISSION_SET] + counts[OpKind.CREATE_ASSIGNMENT]
+    modify = counts[OpKind.UPDATE_PERMISSION_SET] + counts[OpKind.PROVISION_PERMISSION_SET]
+    destroy = counts[OpKind.DELETE_ASSIGNMENT] + counts[OpKind.DELETE_PERMISSION_SET]
+    lines = [
+        f"Plan: {create} to create, {modify} to change, {destroy} to delete "
+        f"({plan.managed_assignment_count} managed assignments, {len(plan.skipped)} skipped)",
+        "  " + ", ".join(f"{k}: {n}" for k, n in counts.items()),
+        "",
+    ]
+    if plan.is_empty():
+        lines.append("No changes. IAM Identity Center matches kintone.")
+    body: list[str] = []
+    for op in plan.operations:
+        sym = _SYMBOL[op.kind]
+        if op.kind in (OpKind.CREATE_ASSIGNMENT, OpKind.DELETE_ASSIGNMENT):
+            who = f"{op.principal_type} {op.principal_name or op.principal_id}"
+            body.append(
+                f"  {sym} assignment  {op.account_id}  {op.permission_set_name}  {who}  ({op.reason})"
+            )
+        elif op.kind is OpKind.PROVISION_PERMISSION_SET:
+            body.append(f"  {sym} provision  {op.permission_set_name} -> {op.account_id}  ({op.reason})")
+        elif op.kind is OpKind.UPDATE_PERMISSION_SET:
+            body.append(f"  {sym} permission set  {op.permission_set_name}")
+            for field, change in sorted(op.changes.items()):
+                if field == "inline_policy":
+                    body.append(f"        inline_policy: changed ({len(str(change.get('to') or ''))} chars)")
+                else:
+                    body.append(
+                        f"        {field}: {_short(change.get('from'))} -> {_short(change.get('to'))}"
+                    )
+        elif op.kind is OpKind.CREATE_PERMISSION_SET:
+            spec = op.spec
+            detail = ""
+            if spec is not None:
+                detail = f"  session {spec.session_duration}, {len(spec.managed_policies)} managed policies"
+                if spec.customer_managed_policies:
+                    detail += f", {len(spec.customer_managed_policies)} customer managed"
+                if spec.inline_policy:
+                    detail += ", inline policy"
+                if spec.permissions_boundary:
+                    detail += ", boundary"
+            body.append(f"  {sym} permission set  {op.permission_set_name}{detail}")
+        else:
+            body.append(f"  {sym} permission set  {op.permission_set_name}  ({op.reason})")
+    if len(body) > max_lines:
+        hidden = len(body) - max_lines
+        body = [*body[:max_lines], f"  … {hidden} more lines (see the audit artifact)"]
+    lines += body
+    if plan.skipped:
+        lines += ["", f"Skipped ({len(plan.skipped)}):"]
+        shown = plan.skipped[:max_lines]
+        lines += [f"  ! {s.key}: {s.reason}" for s in shown]
+        if len(plan.skipped) > len(shown):
+            lines.append(f"  … {len(plan.skipped) - len(shown)} more")
+    return "\n".join(lines)

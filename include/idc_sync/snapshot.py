@@ -1,0 +1,563 @@
+"""Read what IAM Identity Center looks like now (the ``snapshot_idc`` step) into an ``ObservedState``.
+
+What is read, and why only that:
+
+* **Organization**: DescribeOrganization (the management account, which is never touched), ListRoots, the
+  OU tree (ListOrganizationalUnitsForParent from the root down) and the accounts of every parent
+  (ListAccountsForParent), because OU targets expand to the ACTIVE accounts below an OU, nested.
+* **Instance**: ListInstances (instance ARN, identity store id).
+* **Permission sets**: all of them are listed and described (there is no lookup by name), with their tags
+  (the ownership tag decides what the pipeline may touch). Policies (managed, customer managed, inline,
+  boundary) are read only for managed permission sets and names kintone mentions. Provisioned accounts are
+  read for those too (a permission set provisioned to the management account cannot be changed from the
+  delegated administrator); stale accounts (``LATEST_PERMISSION_SET_NOT_PROVISIONED``) and the assignments
+  (ListAccountAssignments per provisioned account) only for managed ones.
+* **Principals**: the users/groups kintone names (GetUserId/GetGroupId; a miss is a *missing* principal,
+  pending until SCIM brings it) and the ids met in managed assignments (DescribeUser/DescribeGroup) so a
+  deletion in the plan names a person, not a UUID. Above ``principal_list_threshold`` names of one type it is
+  cheaper to page through ListUsers/ListGroups (100 per call) than to look names up one by one.
+
+Scope (trigger params): permission sets outside ``scope.permission_sets`` are described (needed to learn
+their name) but not otherwise read and not returned; with ``scope.accounts`` only those accounts'
+assignments are read. ``observed.scoped`` is then True and the plan never deletes outside what was read.
+
+Cost of a full run at the design scale (2,000 accounts in ~200 OUs, 500 permission sets of which ~450
+managed, 50,000 assignments over ~20,000 (account, permission set) pairs, 10,000 users):
+
+* organizations: ~1 + 1 + 200 (OU tree) + ~300 (accounts per parent, 20 a page) = ~500 calls (10 rps: ~50 s,
+  overlapping with the rest);
+* sso-admin: 5 (list) + 1,000 (describe + tags) + ~2,000 (4 policy reads x managed/desired) + ~1,000
+  (provisioned + stale lists) + ~20,000 (ListAccountAssignments, one per pair, more for pairs > 100)
+  = ~24,000 calls: at IdC's 20 requests/s that is ~20 minutes, longer than the 10-minute cadence;
+* identitystore: ~100 ListUsers pages + a few ListGroups pages (list mode), or one call per name.
+
+The per-pair ListAccountAssignments is the floor of a *full* read (ListAccountAssignmentsForPrincipal is
+management-account only). An incremental snapshot is the way past it: keep the previous run's assignments
+per (account, permission set) pair (audit artifact / object storage) and re-read only pairs that (a) the
+previous plan wrote, (b) belong to kintone records changed since the last run, or (c) are stale; everything
+else comes from the cache, with a rolling full re-read (``full_resync`` trigger param, or 1/N of the pairs
+per run) to catch hand-made drift. Permission set descriptions/policies can be cached the same way, keyed by
+the permission set and invalidated when its stale-account list or the kintone record changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from botocore.exceptions import ClientError
+
+from idc_sync.aws_clients import IdcClients
+from idc_sync.config import SyncConfig
+from idc_sync.model import (
+    Account,
+    AssignmentState,
+    CustomerPolicyRef,
+    DesiredState,
+    ObservedState,
+    OrganizationalUnit,
+    OrgSnapshot,
+    PermissionsBoundary,
+    PermissionSetState,
+    Scope,
+    principal_key,
+)
+
+log = logging.getLogger(__name__)
+
+_ACCOUNT_RE = re.compile(r"^\d{12}$")
+T = TypeVar("T")
+
+DEFAULT_MAX_WORKERS = 4
+
+
+class SnapshotError(RuntimeError):
+    """IdC cannot be read in a way that makes a plan meaningful (no instance, access denied, ...)."""
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _paginate(client: Any, operation: str, result_key: str, **params: Any) -> Iterator[Any]:
+    """Items of every page (empty pages with a NextToken are followed by botocore's paginator)."""
+    for page in client.get_paginator(operation).paginate(**params):
+        yield from page.get(result_key, []) or []
+
+
+class _Progress:
+    """Logs ``read 120/500 permission sets`` about every 10% (and at the end), thread-safe."""
+
+    def __init__(self, what: str, total: int) -> None:
+        self.what, self.total, self.done = what, total, 0
+        self.step = max(1, total // 10)
+        self._lock = threading.Lock()
+
+    def tick(self) -> None:
+        with self._lock:
+            self.done += 1
+            if self.done == self.total or (self.total >= 20 and self.done % self.step == 0):
+                log.info("read %d/%d %s", self.done, self.total, self.what)
+
+
+def _run_all(pool: ThreadPoolExecutor, fn: Callable[..., T], items: Iterable[Any], what: str) -> list[T]:
+    items = list(items)
+    progress = _Progress(what, len(items))
+
+    def run(item: Any) -> T:
+        result = fn(item)
+        progress.tick()
+        return result
+
+    futures: list[Future[T]] = [pool.submit(run, item) for item in items]
+    return [f.result() for f in futures]
+
+
+# --------------------------------------------------------------------------- organizations
+def read_organization(organizations: Any, pool: ThreadPoolExecutor | None = None) -> OrgSnapshot:
+    """The management account id, the OU tree and every account with its parent."""
+    org = organizations.describe_organization()["Organization"]
+    mgmt = org.get("MasterAccountId") or org.get("ManagementAccountId") or ""
+    roots = list(_paginate(organizations, "list_roots", "Roots"))
+    if not roots:
+        raise SnapshotError("organizations ListRoots returned no root")
+    root_id = roots[0]["Id"]
+
+    ous: dict[str, OrganizationalUnit] = {}
+    level = [root_id]
+    while level:  # breadth first: each level's parents in parallel
+
+        def children(parent: str) -> list[OrganizationalUnit]:
+            return [
+                OrganizationalUnit(id=ou["Id"], name=ou.get("Name", ""), parent_id=parent)
+                for ou in _paginate(
+                    organizations,
+                    "list_organizational_units_for_parent",
+                    "OrganizationalUnits",
+                    ParentId=parent,
+                )
+            ]
+
+        found = list(pool.map(children, level)) if pool else [children(p) for p in level]
+        level = []
+        for group in found:
+            for ou in group:
+                ous[ou.id] = ou
+                level.append(ou.id)
+
+    def accounts_of(parent: str) -> list[Account]:
+        return [
+            Account(
+                id=a["Id"],
+                name=a.get("Name", ""),
+                state=a.get("State") or a.get("Status") or "ACTIVE",
+                parent_id=parent,
+            )
+            for a in _paginate(organizations, "list_accounts_for_parent", "Accounts", ParentId=parent)
+        ]
+
+    parents = [root_id, *ous]
+    found_accounts = list(pool.map(accounts_of, parents)) if pool else [accounts_of(p) for p in parents]
+    accounts = {a.id: a for group in found_accounts for a in group}
+    log.info("read organization: %d accounts, %d OUs, management account %s", len(accounts), len(ous), mgmt)
+    return OrgSnapshot(management_account_id=mgmt, root_id=root_id, accounts=accounts, ous=ous)
+
+
+# --------------------------------------------------------------------------- sso-admin
+def read_instance(sso_admin: Any) -> tuple[str, str]:
+    instances = list(_paginate(sso_admin, "list_instances", "Instances"))
+    if not instances:
+        raise SnapshotError(
+            "no IAM Identity Center instance is visible to this role (sso-admin ListInstances)"
+        )
+    if len(instances) > 1:
+        log.warning(
+            "%d IdC instances visible; using the first (%s)", len(instances), instances[0]["InstanceArn"]
+        )
+    return instances[0]["InstanceArn"], instances[0]["IdentityStoreId"]
+
+
+def _boundary(raw: dict[str, Any] | None) -> PermissionsBoundary | None:
+    if not raw:
+        return None
+    if raw.get("ManagedPolicyArn"):
+        return PermissionsBoundary(managed_policy_arn=raw["ManagedPolicyArn"])
+    ref = raw.get("CustomerManagedPolicyReference")
+    if ref:
+        return PermissionsBoundary(
+            customer_managed_policy=CustomerPolicyRef(name=ref["Name"], path=ref.get("Path") or "/")
+        )
+    return None
+
+
+class _PermissionSetReader:
+    def __init__(
+        self,
+        clients: IdcClients,
+        instance_arn: str,
+        config: SyncConfig,
+        desired_names: set[str],
+        scope: Scope,
+        management_account_id: str,
+    ) -> None:
+        self.sso = clients.sso_admin
+        self.instance = instance_arn
+        self.config = config
+        self.desired_names = desired_names
+        self.scope = scope
+        self.mgmt = management_account_id
+
+    def read(self, arn: str) -> PermissionSetState | None:
+        """One permission set; None when it is outside the scope (then only described)."""
+        ps = self.sso.describe_permission_set(InstanceArn=self.instance, PermissionSetArn=arn)[
+            "PermissionSet"
+        ]
+        name = ps["Name"]
+        if not self.scope.includes_permission_set(name):
+            return None
+        tags = {
+            t["Key"]: t.get("Value", "")
+            for t in _paginate(
+                self.sso, "list_tags_for_resource", "Tags", InstanceArn=self.instance, ResourceArn=arn
+            )
+        }
+        managed = tags.get(self.config.ownership_tag_key) == self.config.ownership_tag_value
+        state = PermissionSetState(
+            arn=arn,
+            name=name,
+            description=ps.get("Description") or "",
+            session_duration=ps.get("SessionDuration") or "PT1H",
+            relay_state=ps.get("RelayState") or None,
+            tags=tags,
+            managed=managed,
+        )
+        if not (managed or name in self.desired_names):
+            return state
+        self._read_policies(state)
+        state.provisioned_accounts = self._accounts(arn)
+        if managed:
+            state.stale_accounts = self._accounts(arn, "LATEST_PERMISSION_SET_NOT_PROVISIONED")
+        return state
+
+    def _read_policies(self, state: PermissionSetState) -> None:
+        args = {"InstanceArn": self.instance, "PermissionSetArn": state.arn}
+        state.managed_policies = sorted(
+            p["Arn"]
+            for p in _paginate(
+                self.sso, "list_managed_policies_in_permission_set", "AttachedManagedPolicies", **args
+            )
+        )
+        state.customer_managed_policies = sorted(
+            (
+                CustomerPolicyRef(name=r["Name"], path=r.get("Path") or "/")
+                for r in _paginate(
+                    self.sso,
+                    "list_customer_managed_policy_references_in_permission_set",
+                    "CustomerManagedPolicyReferences",
+                    **args,
+                )
+            ),
+            key=lambda r: (r.path, r.name),
+        )
+        state.inline_policy = (
+            self.sso.get_inline_policy_for_permission_set(**args).get("InlinePolicy") or None
+        )
+        try:
+            raw = self.sso.get_permissions_boundary_for_permission_set(**args).get("PermissionsBoundary")
+        except ClientError as exc:
+            if _error_code(exc) != "ResourceNotFoundException":  # AWS answers "no boundary" with a 404
+                raise
+            raw = None
+        state.permissions_boundary = _boundary(raw)
+
+    def _accounts(self, arn: str, status: str | None = None) -> list[str]:
+        params: dict[str, Any] = {"InstanceArn": self.instance, "PermissionSetArn": arn}
+        if status:
+            params["ProvisioningStatus"] = status
+        return sorted(
+            set(_paginate(self.sso, "list_accounts_for_provisioned_permission_set", "AccountIds", **params))
+        )
+
+    def assignments(self, pair: tuple[str, str]) -> list[AssignmentState]:
+        account_id, arn = pair
+        return [
+            AssignmentState(
+                account_id=account_id,
+                permission_set_arn=arn,
+                principal_type=a["PrincipalType"],
+                principal_id=a["PrincipalId"],
+            )
+            for a in _paginate(
+                self.sso,
+                "list_account_assignments",
+                "AccountAssignments",
+                InstanceArn=self.instance,
+                AccountId=account_id,
+                PermissionSetArn=arn,
+            )
+        ]
+
+
+# --------------------------------------------------------------------------- identity store
+class _PrincipalResolver:
+    def __init__(self, identitystore: Any, identity_store_id: str, list_threshold: int) -> None:
+        self.ids = identitystore
+        self.store = identity_store_id
+        self.list_threshold = list_threshold
+
+    def resolve(
+        self, pool: ThreadPoolExecutor, names: dict[str, set[str]]
+    ) -> tuple[dict[str, str], dict[str, str], list[str]]:
+        """principal_ids ("USER:alice" -> id), principal_names (id -> "USER:alice"), missing keys."""
+        found: dict[str, str] = {}
+        by_id: dict[str, str] = {}
+        missing: list[str] = []
+        for ptype in ("USER", "GROUP"):
+            wanted = sorted(names.get(ptype, set()))
+            if not wanted:
+                continue
+            if len(wanted) > self.list_threshold:
+                listing = self._list_all(ptype)
+                by_id.update({pid: principal_key(ptype, n) for n, pid in listing.items()})
+                results = [(n, listing.get(n)) for n in wanted]
+            else:
+                results = list(
+                    zip(
+                        wanted,
+                        _run_all(
+                            pool, lambda n, t=ptype: self._lookup(t, n), wanted, f"{ptype.lower()} names"
+                        ),
+                        strict=True,
+                    )
+                )
+            for name, pid in results:
+                key = principal_key(ptype, name)
+                if pid is None:
+                    missing.append(key)
+                else:
+                    found[key] = pid
+                    by_id[pid] = key
+        return found, by_id, sorted(missing)
+
+    def _lookup(self, ptype: str, name: str) -> str | None:
+        try:
+            if ptype == "USER":
+                resp = self.ids.get_user_id(
+                    IdentityStoreId=self.store,
+                    AlternateIdentifier={
+                        "UniqueAttribute": {"AttributePath": "userName", "AttributeValue": name}
+                    },
+                )
+                return str(resp["UserId"])
+            resp = self.ids.get_group_id(
+                IdentityStoreId=self.store,
+                AlternateIdentifier={
+                    "UniqueAttribute": {"AttributePath": "displayName", "AttributeValue": name}
+                },
+            )
+            return str(resp["GroupId"])
+        except ClientError as exc:
+            if _error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+
+    def _list_all(self, ptype: str) -> dict[str, str]:
+        if ptype == "USER":
+            return {
+                u["UserName"]: u["UserId"]
+                for u in _paginate(self.ids, "list_users", "Users", IdentityStoreId=self.store)
+            }
+        return {
+            g["DisplayName"]: g["GroupId"]
+            for g in _paginate(self.ids, "list_groups", "Groups", IdentityStoreId=self.store)
+        }
+
+    def describe(self, item: tuple[str, str]) -> tuple[str, str | None]:
+        ptype, pid = item
+        try:
+            if ptype == "USER":
+                return pid, principal_key(
+                    "USER", self.ids.describe_user(IdentityStoreId=self.store, UserId=pid)["UserName"]
+                )
+            return pid, principal_key(
+                "GROUP", self.ids.describe_group(IdentityStoreId=self.store, GroupId=pid)["DisplayName"]
+            )
+        except ClientError as exc:
+            if _error_code(exc) == "ResourceNotFoundException":
+                return pid, None  # deleted from the identity store; the plan shows the id
+            raise
+
+    def names_of(self, pool: ThreadPoolExecutor, ids: Iterable[tuple[str, str]]) -> dict[str, str]:
+        """id -> "USER:alice" for principal ids met in assignments (deleted principals are left out)."""
+        out: dict[str, str] = {}
+        for ptype in ("USER", "GROUP"):
+            wanted = sorted({pid for t, pid in ids if t == ptype})
+            if not wanted:
+                continue
+            if len(wanted) > self.list_threshold:
+                listing = {pid: principal_key(ptype, n) for n, pid in self._list_all(ptype).items()}
+                out.update({pid: listing[pid] for pid in wanted if pid in listing})
+                continue
+            items = [(ptype, pid) for pid in wanted]
+            for pid, key in _run_all(pool, self.describe, items, f"{ptype.lower()}s of managed assignments"):
+                if key is not None:
+                    out[pid] = key
+        return out
+
+
+# --------------------------------------------------------------------------- the snapshot
+def _desired_principals(desired: DesiredState, scope: Scope, org: OrgSnapshot) -> dict[str, set[str]]:
+    """Principal names the desired state needs, limited to the scope (so a scoped run reads less)."""
+    names: dict[str, set[str]] = {"USER": set(), "GROUP": set()}
+    for a in desired.assignments:
+        if not scope.includes_permission_set(a.permission_set_name):
+            continue
+        if scope.accounts:
+            if _ACCOUNT_RE.match(a.target):
+                if a.target not in scope.accounts:
+                    continue
+            elif a.target.startswith(("ou-", "r-")) and not set(org.active_accounts_under(a.target)) & set(
+                scope.accounts
+            ):
+                continue
+        names.setdefault(a.principal_type, set()).add(a.principal_name)
+    return names
+
+
+def take_snapshot(
+    clients: IdcClients,
+    desired: DesiredState | None,
+    config: SyncConfig,
+    scope: Scope | None = None,
+    *,
+    max_workers: int = DEFAULT_MAX_WORKERS,
+    principal_list_threshold: int = 200,
+) -> ObservedState:
+    """Read the organization, the IdC instance, permission sets, managed assignments and principals.
+
+    ``desired`` may be None: the DAG reads kintone and IdC in parallel tasks. Then only the principals of
+    managed assignments are named here, and ``resolve_principals`` looks up the names kintone mentions
+    once both are known (``compute_diff``). With a desired state, both happen here.
+    ``max_workers`` bounds concurrent reads (each client is also paced, see ``aws_clients``); throttling
+    is retried by botocore. See the module docstring for what is read and what a run costs.
+    """
+    scope = scope or Scope()
+    desired_names: set[str] = set()
+    if desired is not None:
+        desired_names = set(desired.permission_sets) | {a.permission_set_name for a in desired.assignments}
+    workers = max(1, max_workers)
+    # Separate pools per quota family: sso-admin/organizations reads in ``pool``, identitystore lookups in
+    # ``ids_pool`` (driven from one background thread), so neither waits on a task queued behind the other.
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapshot") as pool,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="snapshot-ids") as ids_pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-principals") as background,
+    ):
+        instance_arn, store_id = read_instance(clients.sso_admin)
+        org = read_organization(clients.organizations, pool)
+        mgmt = org.management_account_id
+
+        # Principals named by kintone: identitystore is a separate quota, so overlap with sso-admin reads.
+        resolver = _PrincipalResolver(clients.identitystore, store_id, principal_list_threshold)
+        wanted = _desired_principals(desired, scope, org) if desired is not None else {}
+        principals_future = background.submit(resolver.resolve, ids_pool, wanted)
+
+        arns = list(
+            _paginate(clients.sso_admin, "list_permission_sets", "PermissionSets", InstanceArn=instance_arn)
+        )
+        log.info("%d permission sets in %s", len(arns), instance_arn)
+        reader = _PermissionSetReader(clients, instance_arn, config, desired_names, scope, mgmt)
+        states = [s for s in _run_all(pool, reader.read, arns, "permission sets") if s is not None]
+        permission_sets = {s.name: s for s in states}
+        managed = [s for s in states if s.managed]
+
+        pairs = [
+            (account, s.arn)
+            for s in managed
+            for account in s.provisioned_accounts
+            if account != mgmt and scope.includes_account(account)
+        ]
+        log.info(
+            "%d managed permission sets (%d unmanaged read); reading assignments of %d (account, permission set) pairs",
+            len(managed),
+            len(states) - len(managed),
+            len(pairs),
+        )
+        assignments = [
+            a
+            for group in _run_all(pool, reader.assignments, pairs, "account assignment lists")
+            for a in group
+        ]
+
+        principal_ids, principal_names, missing = principals_future.result()
+        unknown = {
+            (a.principal_type, a.principal_id) for a in assignments if a.principal_id not in principal_names
+        }
+        for pid, key in resolver.names_of(ids_pool, unknown).items():
+            principal_names[pid] = key
+            principal_ids.setdefault(key, pid)
+
+    log.info(
+        "snapshot: %d permission sets (%d managed), %d managed assignments, %d principals resolved, %d missing",
+        len(permission_sets),
+        len(managed),
+        len(assignments),
+        len(principal_ids),
+        len(missing),
+    )
+    return ObservedState(
+        instance_arn=instance_arn,
+        identity_store_id=store_id,
+        org=org,
+        permission_sets=dict(sorted(permission_sets.items())),
+        assignments=sorted(
+            assignments, key=lambda a: (a.account_id, a.permission_set_arn, a.principal_type, a.principal_id)
+        ),
+        principal_ids=dict(sorted(principal_ids.items())),
+        principal_names=dict(sorted(principal_names.items())),
+        missing_principals=missing,
+        scoped=not scope.is_full,
+        scope=None if scope.is_full else scope,
+    )
+
+
+def resolve_principals(
+    clients: IdcClients,
+    observed: ObservedState,
+    desired: DesiredState,
+    scope: Scope | None = None,
+    *,
+    max_workers: int = DEFAULT_MAX_WORKERS,
+    principal_list_threshold: int = 200,
+) -> ObservedState:
+    """``observed`` plus the ids of the principals ``desired`` names (and which of them are missing).
+
+    For a snapshot taken without the desired state (parallel tasks): looks up only names not already known
+    from managed assignments, within ``scope`` (default: the snapshot's). Returns a new ObservedState.
+    """
+    scope = scope or observed.scope or Scope()
+    wanted = _desired_principals(desired, scope, observed.org)
+    known = set(observed.principal_ids)
+    todo = {t: {n for n in names if principal_key(t, n) not in known} for t, names in wanted.items()}
+    resolver = _PrincipalResolver(clients.identitystore, observed.identity_store_id, principal_list_threshold)
+    with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="principals") as pool:
+        found, by_id, missing = resolver.resolve(pool, todo)
+    principal_ids = {**observed.principal_ids, **found}
+    principal_names = {**observed.principal_names, **by_id}
+    log.info(
+        "resolved %d principal name(s) kintone mentions: %d found, %d missing (not in IdC yet)",
+        sum(len(v) for v in todo.values()),
+        len(found),
+        len(missing),
+    )
+    return observed.model_copy(
+        update={
+            "principal_ids": dict(sorted(principal_ids.items())),
+            "principal_names": dict(sorted(principal_names.items())),
+            "missing_principals": sorted(set(missing)),
+        }
+    )

@@ -1,0 +1,235 @@
+"""`make demo`: the whole product on one machine, end to end, through the real Airflow scheduler.
+
+1. starts the sandbox (kintone, IdC, Organizations, Entra, Slack emulators) seeded with the demo org;
+2. starts `airflow standalone` (SQLite, LocalExecutor, api-server, scheduler, dag-processor, triggerer)
+   with connections pointing at the sandbox;
+3. triggers `idc_sync` through the REST API and waits for it;
+4. prints what changed in IAM Identity Center, the kintone comments and the Slack message;
+5. exits non-zero when the run failed. `--keep-running` leaves everything up for the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "include"), str(REPO / "plugins")]
+
+from idc_sandbox.connections import airflow_connection_env  # noqa: E402
+
+STATE = REPO / ".demo"
+
+
+def wait_for(url: str, what: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"{what} exited with code {proc.returncode}; see {STATE}/*.log")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"{what} did not come up within {timeout:.0f}s ({url}); see {STATE}/*.log")
+
+
+class Airflow:
+    def __init__(self, url: str, password: str) -> None:
+        self.url = url
+        self.session = requests.Session()
+        self.password = password
+
+    def login(self) -> None:
+        resp = self.session.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password})
+        resp.raise_for_status()
+        self.session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.session.request(method, f"{self.url}/api/v2{path}", timeout=30, **kwargs)
+        if resp.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:500]}")
+        return resp.json() if resp.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.api("GET", f"/dags/{dag_id}")
+                return
+            except RuntimeError:
+                time.sleep(2)
+        raise SystemExit(f"DAG {dag_id} was not parsed within {timeout:.0f}s: see {STATE}/airflow.log")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        return str(run["dag_run_id"])
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            tis = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+            line = ", ".join(f"{t['task_id']}={t['state']}" for t in tis if t["state"])
+            if line != last:
+                print(f"  {line}")
+                last = line
+            if run["state"] in ("success", "failed"):
+                return dict(run)
+            time.sleep(3)
+        raise SystemExit(f"run {run_id} did not finish within {timeout:.0f}s")
+
+
+def report(sandbox: str, before: list[dict[str, Any]], run: dict[str, Any]) -> None:
+    after = requests.get(f"{sandbox}/_sandbox/state/assignments", timeout=10).json()
+    key = lambda a: json.dumps(a, sort_keys=True)  # noqa: E731
+    b, a = {key(x) for x in before}, {key(x) for x in after}
+    added = sorted(a - b)
+    removed = sorted(b - a)
+    print(f"\n== IAM Identity Center: {len(added)} assignment(s) created, {len(removed)} removed ==")
+    for item in added:
+        x = json.loads(item)
+        print(f"  + {x.get('account_id')}  {x.get('permission_set')}  {x.get('principal_type')} {x.get('principal')}")
+    for item in removed:
+        x = json.loads(item)
+        print(f"  - {x.get('account_id')}  {x.get('permission_set')}  {x.get('principal_type')} {x.get('principal')}")
+    sets = requests.get(f"{sandbox}/_sandbox/state/permission-sets", timeout=10).json()
+    print(f"\n== Permission sets now in IAM Identity Center ({len(sets)}) ==")
+    for ps in sets:
+        print(f"  {ps.get('name'):<28} managed={ps.get('managed')}  {', '.join(ps.get('managed_policies', []))}")
+    comments = requests.get(f"{sandbox}/_sandbox/kintone/comments", timeout=10).json()
+    print(f"\n== kintone comments written ({len(comments)}) ==")
+    for c in comments:
+        mentions = " ".join("@" + m.get("code", "") for m in c.get("mentions", []))
+        print(f"--- app {c.get('app')} record {c.get('record')} {mentions}\n{c.get('text')}")
+    slack = requests.get(f"{sandbox}/_sandbox/slack/messages", timeout=10).json()
+    print(f"\n== Slack messages ({len(slack)}) ==")
+    for m in slack:
+        payload = m.get("payload", m)
+        print(payload.get("text"))
+        for block in payload.get("blocks", [])[1:]:
+            print(block.get("text", {}).get("text", ""))
+    print(f"\n== Run {run['dag_run_id']}: {run['state']} ==")
+    if run.get("note"):
+        print(f"note: {run['note']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep-running", action="store_true", help="leave Airflow and the sandbox running")
+    parser.add_argument("--conf", default="{}", help="JSON trigger params for the demo run")
+    args = parser.parse_args()
+
+    sandbox_port = int(os.environ.get("SANDBOX_PORT", "8765"))
+    airflow_port = int(os.environ.get("AIRFLOW_PORT", "8080"))
+    sandbox = f"http://127.0.0.1:{sandbox_port}"
+    airflow_url = f"http://127.0.0.1:{airflow_port}"
+    STATE.mkdir(exist_ok=True)
+    home = STATE / "airflow"
+    home.mkdir(exist_ok=True)
+    password_file = home / "simple_auth_manager_passwords.json.generated"
+    if not password_file.exists():
+        password_file.write_text(json.dumps({"admin": secrets.token_urlsafe(12)}) + "\n")
+    password = json.loads(password_file.read_text())["admin"]
+    secrets_file = STATE / "secrets.json"
+    if not secrets_file.exists():
+        from cryptography.fernet import Fernet
+
+        secrets_file.write_text(json.dumps({"jwt": secrets.token_urlsafe(32), "fernet": Fernet.generate_key().decode()}))
+    keys = json.loads(secrets_file.read_text())
+
+    python = sys.executable
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONPATH": f"{REPO / 'include'}:{REPO / 'plugins'}",
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__FERNET_KEY": keys["fernet"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt"],
+            "AIRFLOW__API__PORT": str(airflow_port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url}/execution/",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "5",
+            "IDC_SYNC_CONFIG": json.dumps({"audit_path": str(STATE / "audit")}),
+            **airflow_connection_env(sandbox, airflow_url=airflow_url, airflow_password=password),
+        }
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def stop() -> None:
+        for p in reversed(procs):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+    try:
+        print(f"starting the sandbox on {sandbox} (log: {STATE}/sandbox.log)")
+        sandbox_log = open(STATE / "sandbox.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                [python, "-m", "idc_sandbox", "--port", str(sandbox_port), "--seed", "demo"],
+                env=env,
+                stdout=sandbox_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        wait_for(f"{sandbox}/_health", "the sandbox", 60, procs[-1])
+        before = requests.get(f"{sandbox}/_sandbox/state/assignments", timeout=10).json()
+
+        print(f"starting Airflow standalone on {airflow_url} (log: {STATE}/airflow.log)")
+        subprocess.run([python, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+        airflow_log = open(STATE / "airflow.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                [python, "-m", "airflow", "standalone"],
+                env=env,
+                stdout=airflow_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        wait_for(f"{airflow_url}/api/v2/monitor/health", "Airflow", 240, procs[-1])
+        af = Airflow(airflow_url, password)
+        af.login()
+        af.wait_for_dag("idc_sync")
+        print("triggering idc_sync ...")
+        run_id = af.trigger("idc_sync", json.loads(args.conf))
+        run = af.wait_for_run("idc_sync", run_id)
+        report(sandbox, before, run)
+        if args.keep_running:
+            print(f"\nAirflow UI: {airflow_url}  (user admin, password {password})")
+            print(f"Sandbox:    {sandbox}  (control API: {sandbox}/_sandbox/...)")
+            print("Press Ctrl-C to stop.")
+            while all(p.poll() is None for p in procs):
+                time.sleep(2)
+        return 0 if run["state"] == "success" else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,325 @@
+"""apply_* against the real sandbox through unmodified boto3 clients (IdcClients.from_session).
+
+The sandbox enforces what the pipeline has to live with: one in-flight async operation per account
+(ConflictException), 10 outstanding assignment operations / 3 provisionings (ThrottlingException), the
+management account refused to a delegated administrator, async requests that stay IN_PROGRESS for a while.
+Faults (conflicts, throttling, FAILED async requests) are injected on top.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+import boto3
+import pytest
+from idc_sandbox.aws_sso_admin import add_assignment_direct, create_permission_set_direct
+from idc_sandbox.core import FaultRule, Sandbox
+from idc_sandbox.state import Account, User
+from idc_sync.apply import (
+    ApplyOptions,
+    apply_assignments,
+    apply_permission_sets,
+    count_by_status,
+    permission_set_arns,
+)
+from idc_sync.aws_clients import IdcClients
+from idc_sync.config import SyncConfig
+from idc_sync.model import (
+    Account as AccountModel,
+)
+from idc_sync.model import (
+    ObservedState,
+    Operation,
+    OpKind,
+    OrgSnapshot,
+    PermissionSetSpec,
+    PermissionSetState,
+    Plan,
+)
+
+RO = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+VIEW = "arn:aws:iam::aws:policy/job-function/ViewOnlyAccess"
+INLINE = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"}]}'
+ACCOUNTS = [f"30000000000{i}" for i in range(5)]
+FAST = ApplyOptions(poll_initial=0.1, poll_max=0.5, backoff_base=0.2, backoff_max=2.0)
+
+
+@pytest.fixture
+def clients(sandbox_url: str) -> IdcClients:
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    return IdcClients.from_session(session, endpoint_url=sandbox_url)
+
+
+@pytest.fixture
+def world(sandbox: Sandbox) -> dict[str, str]:
+    """5 member accounts + the management account, 6 users; returns user name -> user id."""
+    sandbox.config.async_latency_seconds = 0.2
+    users: dict[str, str] = {}
+    with sandbox.lock:
+        org = sandbox.world.organization
+        org.accounts[org.management_account_id] = Account(
+            org.management_account_id, "management", "mgmt@example.com", org.root_id
+        )
+        for i, acc in enumerate(ACCOUNTS):
+            org.accounts[acc] = Account(acc, f"member-{i}", f"m{i}@example.com", org.root_id)
+        for i in range(6):
+            uid = str(uuid.UUID(int=i + 1))
+            sandbox.world.identity_store.users[uid] = User(uid, f"user{i}", f"User {i}")
+            users[f"user{i}"] = uid
+    return users
+
+
+def observed_of(sandbox: Sandbox, users: dict[str, str]) -> ObservedState:
+    """A hand-made snapshot of the sandbox (snapshot.py is tested on its own)."""
+    with sandbox.lock:
+        ic = sandbox.world.identity_center
+        org = sandbox.world.organization
+        pss = {}
+        for ps in ic.permission_sets.values():
+            pss[ps.name] = PermissionSetState(
+                arn=ps.arn,
+                name=ps.name,
+                description=ps.description,
+                session_duration=ps.session_duration,
+                managed_policies=sorted(ps.managed_policies),
+                inline_policy=ps.inline_policy,
+                tags=dict(ps.tags),
+                managed=ps.tags.get("managed-by") == "idc-sync",
+                provisioned_accounts=sorted(a for a, arn in ic.provisioned if arn == ps.arn),
+            )
+        return ObservedState(
+            instance_arn=ic.instance_arn,
+            identity_store_id=sandbox.world.identity_store.id,
+            org=OrgSnapshot(
+                management_account_id=org.management_account_id,
+                root_id=org.root_id,
+                accounts={
+                    a.id: AccountModel(id=a.id, name=a.name, parent_id=a.parent_id)
+                    for a in org.accounts.values()
+                },
+            ),
+            permission_sets=pss,
+            principal_ids={f"USER:{n}": uid for n, uid in users.items()},
+            principal_names={uid: f"USER:{n}" for n, uid in users.items()},
+        )
+
+
+def assignment_ops(
+    users: dict[str, str], ps: str = "Dev", kind: OpKind = OpKind.CREATE_ASSIGNMENT
+) -> list[Operation]:
+    verb = kind.value
+    return [
+        Operation(
+            key=f"{verb}:{acc}:{ps}:USER:{name}",
+            kind=kind,
+            permission_set_name=ps,
+            account_id=acc,
+            principal_type="USER",
+            principal_id=uid,
+            principal_name=name,
+        )
+        for acc in ACCOUNTS
+        for name, uid in users.items()
+    ]
+
+
+def dev_plan(users: dict[str, str]) -> Plan:
+    spec = PermissionSetSpec(
+        name="Dev", description="developers", managed_policies=[RO, VIEW], inline_policy=INLINE
+    )
+    create = Operation(
+        key="create_permission_set:Dev",
+        kind=OpKind.CREATE_PERMISSION_SET,
+        permission_set_name="Dev",
+        spec=spec,
+    )
+    return Plan(operations=[create, *assignment_ops(users)])
+
+
+def run(clients: IdcClients, plan: Plan, observed: ObservedState, config: SyncConfig | None = None):
+    config = config or SyncConfig()
+    ps_results = apply_permission_sets(clients, plan, observed, config, options=FAST)
+    arns = permission_set_arns(plan, observed, ps_results)
+    asg_results = apply_assignments(clients, plan, observed, config, ps_arns=arns, options=FAST)
+    return ps_results, asg_results
+
+
+def test_create_and_assign_converges_under_faults_and_rerun_has_no_duplicates(
+    sandbox: Sandbox, clients: IdcClients, world: dict[str, str]
+) -> None:
+    sandbox.faults.add(
+        FaultRule(service="sso-admin", kind="conflict", operation="CreateAccountAssignment", rate=0.3)
+    )
+    sandbox.faults.add(
+        FaultRule(
+            service="sso-admin",
+            kind="throttle",
+            operation="DescribeAccountAssignmentCreationStatus",
+            rate=0.2,
+        )
+    )
+    sandbox.faults.add(
+        FaultRule(
+            service="sso-admin", kind="conflict", operation="AttachManagedPolicyToPermissionSet", count=1
+        )
+    )
+    plan = dev_plan(world)
+    before = observed_of(sandbox, world)
+
+    ps_results, asg_results = run(clients, plan, before)
+    assert [r.status for r in ps_results] == ["succeeded"], ps_results
+    assert count_by_status(asg_results) == {"succeeded": 30, "failed": 0, "skipped": 0}, [
+        r.message for r in asg_results if r.status != "succeeded"
+    ]
+    assert any(r.attempts > 1 for r in asg_results)  # conflicts were met and retried
+    ic = sandbox.world.identity_center
+    [ps] = [p for p in ic.permission_sets.values() if p.name == "Dev"]
+    assert ps.tags == {"managed-by": "idc-sync"}
+    assert sorted(ps.managed_policies) == sorted([RO, VIEW])
+    assert ps.inline_policy == INLINE
+    assert len(ic.assignments) == 30
+    assert {a.account_id for a in ic.assignments} == set(ACCOUNTS)
+
+    # "Clear & retry" with the same (stale) snapshot and plan: converges, no duplicates, no errors.
+    sandbox.faults.clear()
+    ps_again, asg_again = run(clients, plan, before)
+    assert [r.status for r in ps_again] == ["succeeded"]
+    assert "already existed" in ps_again[0].message
+    assert ps_again[0].permission_set_arn == ps.arn
+    assert count_by_status(asg_again)["succeeded"] == 30
+    assert sum(1 for p in ic.permission_sets.values() if p.name == "Dev") == 1
+    assert len(ic.assignments) == 30
+
+
+def test_no_conflicts_without_faults(sandbox: Sandbox, clients: IdcClients, world: dict[str, str]) -> None:
+    """One in-flight operation per account and ≤10 outstanding: the sandbox never has to refuse one."""
+    _, asg_results = run(clients, dev_plan(world), observed_of(sandbox, world))
+    assert count_by_status(asg_results)["succeeded"] == 30
+    errors = Counter(c.error for c in sandbox.calls.calls("sso-admin") if c.error)
+    assert errors["ConflictException"] == 0, errors
+
+
+def test_async_failures_are_reported_and_others_succeed(
+    sandbox: Sandbox, clients: IdcClients, world: dict[str, str]
+) -> None:
+    sandbox.faults.add(
+        FaultRule(service="sso-admin", kind="async_failed", operation="CreateAccountAssignment", count=3)
+    )
+    plan = dev_plan(world)
+    before = observed_of(sandbox, world)
+    _, asg_results = run(clients, plan, before)
+    assert count_by_status(asg_results) == {"succeeded": 27, "failed": 3, "skipped": 0}
+    for r in asg_results:
+        if r.status == "failed":
+            assert "FAILED: Received a 403 status error" in r.message
+            assert r.request_id and len(r.request_id) == 36
+            assert r.attempts == 1
+    assert len(sandbox.world.identity_center.assignments) == 27
+
+    # The next run repairs it.
+    _, again = run(clients, plan, before)
+    assert count_by_status(again)["succeeded"] == 30
+    assert len(sandbox.world.identity_center.assignments) == 30
+
+
+def test_management_account_is_never_called(
+    sandbox: Sandbox, clients: IdcClients, world: dict[str, str]
+) -> None:
+    mgmt = sandbox.world.organization.management_account_id
+    arn = create_permission_set_direct(sandbox, "Dev", tags={"managed-by": "idc-sync"})
+    uid = world["user0"]
+    ops = [
+        Operation(key=f"create_assignment:{acc}:Dev:USER:user0", kind=OpKind.CREATE_ASSIGNMENT, permission_set_name="Dev",
+                  permission_set_arn=arn, account_id=acc, principal_type="USER", principal_id=uid, principal_name="user0")
+        for acc in (mgmt, ACCOUNTS[0])
+    ]  # fmt: skip
+    results = apply_assignments(
+        clients,
+        Plan(operations=ops),
+        observed_of(sandbox, world),
+        SyncConfig(),
+        ps_arns={"Dev": arn},
+        options=FAST,
+    )
+    assert [r.status for r in results] == ["failed", "succeeded"]
+    assert results[0].message.startswith("refused: management account")
+    assert not [
+        c
+        for c in sandbox.calls.calls("sso-admin")
+        if mgmt in (c.params.get("TargetId"), c.params.get("AccountId"))
+    ]
+
+
+def test_update_then_provision_reaches_accounts(
+    sandbox: Sandbox, clients: IdcClients, world: dict[str, str]
+) -> None:
+    arn = create_permission_set_direct(sandbox, "Dev", managed_policies=[RO], tags={"managed-by": "idc-sync"})
+    for acc in ACCOUNTS:
+        add_assignment_direct(sandbox, acc, arn, "USER", world["user0"])
+    before = observed_of(sandbox, world)
+    spec = PermissionSetSpec(
+        name="Dev", session_duration="PT4H", managed_policies=[VIEW], inline_policy=INLINE
+    )
+    ops = [
+        Operation(
+            key="update_permission_set:Dev",
+            kind=OpKind.UPDATE_PERMISSION_SET,
+            permission_set_name="Dev",
+            permission_set_arn=arn,
+            spec=spec,
+        )
+    ]
+    ops += [
+        Operation(key=f"provision_permission_set:Dev:{acc}", kind=OpKind.PROVISION_PERMISSION_SET, permission_set_name="Dev",
+                  permission_set_arn=arn, account_id=acc)
+        for acc in ACCOUNTS
+    ]  # fmt: skip
+    sandbox.faults.add(
+        FaultRule(service="sso-admin", kind="conflict", operation="ProvisionPermissionSet", rate=0.3)
+    )
+    results = apply_permission_sets(clients, Plan(operations=ops), before, SyncConfig(), options=FAST)
+    assert count_by_status(results) == {"succeeded": 6, "failed": 0, "skipped": 0}, [
+        r.message for r in results
+    ]
+    ic = sandbox.world.identity_center
+    ps = ic.permission_sets[arn]
+    assert ps.session_duration == "PT4H" and ps.managed_policies == [VIEW] and ps.inline_policy == INLINE
+    assert all(ic.provisioned[(acc, arn)] == ps.version for acc in ACCOUNTS)
+
+
+def test_delete_assignments_then_permission_set(
+    sandbox: Sandbox, clients: IdcClients, world: dict[str, str]
+) -> None:
+    arn = create_permission_set_direct(sandbox, "Old", tags={"managed-by": "idc-sync"})
+    for acc in ACCOUNTS:
+        for uid in world.values():
+            add_assignment_direct(sandbox, acc, arn, "USER", uid)
+    ops = assignment_ops(world, ps="Old", kind=OpKind.DELETE_ASSIGNMENT)
+    ops.append(
+        Operation(
+            key="delete_permission_set:Old",
+            kind=OpKind.DELETE_PERMISSION_SET,
+            permission_set_name="Old",
+            permission_set_arn=arn,
+        )
+    )
+    before = observed_of(sandbox, world)
+    sandbox.faults.add(
+        FaultRule(service="sso-admin", kind="conflict", operation="DeleteAccountAssignment", rate=0.3)
+    )
+    results = apply_assignments(
+        clients, Plan(operations=ops), before, SyncConfig(), ps_arns={"Old": arn}, options=FAST
+    )
+    assert count_by_status(results) == {"succeeded": 31, "failed": 0, "skipped": 0}, [
+        r.message for r in results if r.status != "succeeded"
+    ]
+    assert results[-1].kind == OpKind.DELETE_PERMISSION_SET
+    assert arn not in sandbox.world.identity_center.permission_sets
+    # Re-run: everything is already gone, still no error.
+    again = apply_assignments(
+        clients, Plan(operations=ops), before, SyncConfig(), ps_arns={"Old": arn}, options=FAST
+    )
+    assert count_by_status(again)["succeeded"] == 31

@@ -1,0 +1,1124 @@
+"""Unit tests of idc_sync.apply: retries, polling, concurrency bounds, idempotency, safety refusals.
+
+The fake below is a small, hand-written sso-admin: only what apply calls, with knobs to script
+IN_PROGRESS/FAILED statuses and Conflict/Throttling/AccessDenied errors. Time is injected (FakeTime) so
+nothing really waits, except a tiny real sleep so that worker threads genuinely overlap.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from idc_sync.apply import (
+    ApplyOptions,
+    apply_assignments,
+    apply_permission_set_deletions,
+    apply_permission_sets,
+    count_by_status,
+    permission_set_arns,
+)
+from idc_sync.config import SyncConfig
+from idc_sync.model import (
+    CustomerPolicyRef,
+    ObservedState,
+    Operation,
+    OpKind,
+    OrgSnapshot,
+    PermissionsBoundary,
+    PermissionSetSpec,
+    PermissionSetState,
+    Plan,
+)
+
+INSTANCE = "arn:aws:sso:::instance/ssoins-0000000000000001"
+MGMT = "111111111111"
+RO = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+VIEW = "arn:aws:iam::aws:policy/job-function/ViewOnlyAccess"
+ADMIN = "arn:aws:iam::aws:policy/AdministratorAccess"
+
+
+def client_error(code: str, message: str = "boom", op: str = "Op") -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"RequestId": "r"}}, op
+    )
+
+
+class FakeTime:
+    """Clock advanced by sleep; sleep also yields for real (1 ms) so threads interleave."""
+
+    def __init__(self, real_sleep: float = 0.001) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self.real = real_sleep
+        self._lock = threading.Lock()
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+        if self.real:
+            time.sleep(self.real)
+
+
+class FakeSso:
+    """A tiny sso-admin with scripted faults. Thread-safe; records concurrency per account and overall."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.ids = itertools.count(1)
+        # world
+        self.permission_sets: dict[
+            str, dict[str, Any]
+        ] = {}  # arn -> {Name, Description, ..., tags, managed, ...}
+        self.assignments: set[tuple[str, str, str, str]] = set()
+        self.requests: dict[str, dict[str, Any]] = {}
+        # scripting
+        self.polls_in_progress = 2  # IN_PROGRESS answers before the terminal state
+        self.errors: dict[str, list[str]] = defaultdict(list)  # operation -> queue of error codes to raise
+        self.always: dict[str, str] = {}  # operation -> error code raised every time
+        self.fail_accounts: dict[str, str] = {}  # account -> FailureReason (async ends FAILED)
+        self.never_finish = False
+        self.call_delay = 0.001  # real seconds spent in mutating calls (lets threads overlap)
+        # concurrency book-keeping (an async request is outstanding until its terminal status is read)
+        self.outstanding_by_account: Counter[str] = Counter()
+        self.max_by_account: Counter[str] = Counter()
+        self.outstanding = 0
+        self.max_outstanding = 0
+        self.provision_outstanding = 0
+        self.max_provision = 0
+
+    # -------------------------------------------------------------- helpers
+    def _enter(self, op: str, params: dict[str, Any]) -> None:
+        with self.lock:
+            self.calls.append((op, params))
+            if op in self.always:
+                raise client_error(self.always[op], f"{op} always fails", op)
+            if self.errors.get(op):
+                code = self.errors[op].pop(0)
+                raise client_error(
+                    code,
+                    "There is a conflicting operation in process." if code == "ConflictException" else code,
+                    op,
+                )
+
+    def count(self, op: str) -> int:
+        return sum(1 for name, _ in self.calls if name == op)
+
+    def seed_ps(self, name: str, *, managed: bool = True, **attrs: Any) -> str:
+        arn = f"arn:aws:sso:::permissionSet/ssoins-0000000000000001/ps-{next(self.ids):016x}"
+        self.permission_sets[arn] = {
+            "Name": name,
+            "Description": attrs.get("Description", ""),
+            "SessionDuration": attrs.get("SessionDuration", "PT1H"),
+            "managed": set(attrs.get("managed_policies", [])),
+            "customer": set(attrs.get("customer", [])),
+            "inline": attrs.get("inline"),
+            "boundary": attrs.get("boundary"),
+            "tags": {"managed-by": "idc-sync"} if managed else {"owner": "terraform"},
+        }
+        return arn
+
+    def _start(self, kind: str, account: str, payload: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(self.call_delay)
+        rid = f"req-{next(self.ids)}"
+        with self.lock:
+            self.outstanding_by_account[account] += 1
+            self.max_by_account[account] = max(
+                self.max_by_account[account], self.outstanding_by_account[account]
+            )
+            self.outstanding += 1
+            self.max_outstanding = max(self.max_outstanding, self.outstanding)
+            if kind == "provision":
+                self.provision_outstanding += 1
+                self.max_provision = max(self.max_provision, self.provision_outstanding)
+            self.requests[rid] = {
+                "kind": kind,
+                "account": account,
+                "payload": payload,
+                "polls": self.polls_in_progress,
+                "done": False,
+            }
+        return self._status(rid, first=True)
+
+    def _status(self, rid: str, first: bool = False) -> dict[str, Any]:
+        """The creating call answers IN_PROGRESS; the n-th Describe (n = polls_in_progress) is terminal."""
+        with self.lock:
+            req = self.requests[rid]
+            if not first:
+                req["polls"] -= 1
+            status = "IN_PROGRESS" if self.never_finish or req["polls"] > 0 else "SUCCEEDED"
+            out = {"Status": status, "RequestId": rid}
+            if status != "IN_PROGRESS":
+                reason = self.fail_accounts.get(req["account"])
+                if reason:
+                    out.update(Status="FAILED", FailureReason=reason)
+                elif req["kind"] == "create":
+                    self.assignments.add(req["payload"])
+                elif req["kind"] == "delete":
+                    self.assignments.discard(req["payload"])
+                if not req["done"]:
+                    req["done"] = True
+                    self.outstanding_by_account[req["account"]] -= 1
+                    self.outstanding -= 1
+                    if req["kind"] == "provision":
+                        self.provision_outstanding -= 1
+            return out
+
+    # -------------------------------------------------------------- assignments
+    def create_account_assignment(self, **p: Any) -> dict[str, Any]:
+        self._enter("CreateAccountAssignment", p)
+        key = (p["TargetId"], p["PermissionSetArn"], p["PrincipalType"], p["PrincipalId"])
+        return {"AccountAssignmentCreationStatus": self._start("create", p["TargetId"], key)}
+
+    def describe_account_assignment_creation_status(self, **p: Any) -> dict[str, Any]:
+        self._enter("DescribeAccountAssignmentCreationStatus", p)
+        return {"AccountAssignmentCreationStatus": self._status(p["AccountAssignmentCreationRequestId"])}
+
+    def delete_account_assignment(self, **p: Any) -> dict[str, Any]:
+        self._enter("DeleteAccountAssignment", p)
+        key = (p["TargetId"], p["PermissionSetArn"], p["PrincipalType"], p["PrincipalId"])
+        if key not in self.assignments:
+            raise client_error("ResourceNotFoundException", "assignment not found", "DeleteAccountAssignment")
+        return {"AccountAssignmentDeletionStatus": self._start("delete", p["TargetId"], key)}
+
+    def describe_account_assignment_deletion_status(self, **p: Any) -> dict[str, Any]:
+        self._enter("DescribeAccountAssignmentDeletionStatus", p)
+        return {"AccountAssignmentDeletionStatus": self._status(p["AccountAssignmentDeletionRequestId"])}
+
+    # -------------------------------------------------------------- provisioning
+    def provision_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("ProvisionPermissionSet", p)
+        account = p.get("TargetId") or "ALL"
+        return {"PermissionSetProvisioningStatus": self._start("provision", account, p["PermissionSetArn"])}
+
+    def describe_permission_set_provisioning_status(self, **p: Any) -> dict[str, Any]:
+        self._enter("DescribePermissionSetProvisioningStatus", p)
+        return {"PermissionSetProvisioningStatus": self._status(p["ProvisionPermissionSetRequestId"])}
+
+    # -------------------------------------------------------------- permission sets
+    def create_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("CreatePermissionSet", p)
+        with self.lock:
+            if any(ps["Name"] == p["Name"] for ps in self.permission_sets.values()):
+                raise client_error(
+                    "ConflictException", f"Permission set {p['Name']} already exists", "CreatePermissionSet"
+                )
+        arn = self.seed_ps(p["Name"], managed=False, Description=p.get("Description", ""))
+        self.permission_sets[arn]["tags"] = {t["Key"]: t["Value"] for t in p.get("Tags", [])}
+        return {"PermissionSet": {"Name": p["Name"], "PermissionSetArn": arn}}
+
+    def _ps(self, p: dict[str, Any]) -> dict[str, Any]:
+        ps = self.permission_sets.get(p["PermissionSetArn"])
+        if ps is None:
+            raise client_error("ResourceNotFoundException", "permission set not found")
+        return ps
+
+    def list_permission_sets(self, **p: Any) -> dict[str, Any]:
+        self._enter("ListPermissionSets", p)
+        return {"PermissionSets": list(self.permission_sets)}
+
+    def describe_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("DescribePermissionSet", p)
+        ps = self._ps(p)
+        return {
+            "PermissionSet": {
+                "Name": ps["Name"],
+                "PermissionSetArn": p["PermissionSetArn"],
+                "Description": ps["Description"],
+                "SessionDuration": ps["SessionDuration"],
+            }
+        }
+
+    def list_tags_for_resource(self, **p: Any) -> dict[str, Any]:
+        self._enter("ListTagsForResource", p)
+        ps = self._ps({"PermissionSetArn": p["ResourceArn"]})
+        return {"Tags": [{"Key": k, "Value": v} for k, v in ps["tags"].items()]}
+
+    def update_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("UpdatePermissionSet", p)
+        ps = self._ps(p)
+        ps["Description"] = p.get("Description", ps["Description"])
+        ps["SessionDuration"] = p.get("SessionDuration", ps["SessionDuration"])
+        return {}
+
+    def list_managed_policies_in_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("ListManagedPoliciesInPermissionSet", p)
+        return {
+            "AttachedManagedPolicies": [
+                {"Arn": a, "Name": a.rsplit("/", 1)[1]} for a in self._ps(p)["managed"]
+            ]
+        }
+
+    def attach_managed_policy_to_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("AttachManagedPolicyToPermissionSet", p)
+        ps = self._ps(p)
+        if p["ManagedPolicyArn"] in ps["managed"]:
+            raise client_error(
+                "ConflictException", "Policy is already attached", "AttachManagedPolicyToPermissionSet"
+            )
+        ps["managed"].add(p["ManagedPolicyArn"])
+        return {}
+
+    def detach_managed_policy_from_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("DetachManagedPolicyFromPermissionSet", p)
+        ps = self._ps(p)
+        if p["ManagedPolicyArn"] not in ps["managed"]:
+            raise client_error("ResourceNotFoundException", "not attached")
+        ps["managed"].discard(p["ManagedPolicyArn"])
+        return {}
+
+    def list_customer_managed_policy_references_in_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("ListCustomerManagedPolicyReferencesInPermissionSet", p)
+        return {
+            "CustomerManagedPolicyReferences": [{"Name": n, "Path": pa} for n, pa in self._ps(p)["customer"]]
+        }
+
+    def attach_customer_managed_policy_reference_to_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("AttachCustomerManagedPolicyReferenceToPermissionSet", p)
+        ref = p["CustomerManagedPolicyReference"]
+        key = (ref["Name"], ref.get("Path", "/"))
+        ps = self._ps(p)
+        if key in ps["customer"]:
+            raise client_error("ConflictException", "already attached")
+        ps["customer"].add(key)
+        return {}
+
+    def detach_customer_managed_policy_reference_from_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("DetachCustomerManagedPolicyReferenceFromPermissionSet", p)
+        ref = p["CustomerManagedPolicyReference"]
+        self._ps(p)["customer"].discard((ref["Name"], ref.get("Path", "/")))
+        return {}
+
+    def get_inline_policy_for_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("GetInlinePolicyForPermissionSet", p)
+        return {"InlinePolicy": self._ps(p)["inline"] or ""}
+
+    def put_inline_policy_to_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("PutInlinePolicyToPermissionSet", p)
+        self._ps(p)["inline"] = p["InlinePolicy"]
+        return {}
+
+    def delete_inline_policy_from_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("DeleteInlinePolicyFromPermissionSet", p)
+        self._ps(p)["inline"] = None
+        return {}
+
+    def get_permissions_boundary_for_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("GetPermissionsBoundaryForPermissionSet", p)
+        b = self._ps(p)["boundary"]
+        if b is None:
+            raise client_error("ResourceNotFoundException", "no boundary")
+        return {"PermissionsBoundary": b}
+
+    def put_permissions_boundary_to_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("PutPermissionsBoundaryToPermissionSet", p)
+        self._ps(p)["boundary"] = p["PermissionsBoundary"]
+        return {}
+
+    def delete_permissions_boundary_from_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("DeletePermissionsBoundaryFromPermissionSet", p)
+        self._ps(p)["boundary"] = None
+        return {}
+
+    def delete_permission_set(self, **p: Any) -> dict[str, Any]:
+        self._enter("DeletePermissionSet", p)
+        with self.lock:
+            if p["PermissionSetArn"] not in self.permission_sets:
+                raise client_error("ResourceNotFoundException", "gone")
+            if any(a[1] == p["PermissionSetArn"] for a in self.assignments):
+                raise client_error("ConflictException", "permission set has assignments")
+            del self.permission_sets[p["PermissionSetArn"]]
+        return {}
+
+
+class Clients:
+    def __init__(self, sso: FakeSso) -> None:
+        self.sso_admin = sso
+        self.identitystore = self.organizations = self.iam = self.accessanalyzer = None
+
+
+# --------------------------------------------------------------------------- fixtures and builders
+@pytest.fixture
+def fake() -> FakeSso:
+    return FakeSso()
+
+
+@pytest.fixture
+def ft() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def opts(ft: FakeTime) -> ApplyOptions:
+    return ApplyOptions(sleep=ft.sleep, clock=ft.clock, rng=random.Random(1), max_attempts=5)
+
+
+def observed(fake: FakeSso | None = None, **kw: Any) -> ObservedState:
+    pss: dict[str, PermissionSetState] = {}
+    if fake is not None:
+        for arn, ps in fake.permission_sets.items():
+            pss[ps["Name"]] = PermissionSetState(
+                arn=arn,
+                name=ps["Name"],
+                description=ps["Description"],
+                session_duration=ps["SessionDuration"],
+                managed_policies=sorted(ps["managed"]),
+                customer_managed_policies=[
+                    CustomerPolicyRef(name=n, path=p) for n, p in sorted(ps["customer"])
+                ],
+                inline_policy=ps["inline"],
+                tags=ps["tags"],
+                managed=ps["tags"].get("managed-by") == "idc-sync",
+                provisioned_accounts=kw.get("provisioned", {}).get(ps["Name"], []),
+            )
+    return ObservedState(
+        instance_arn=INSTANCE,
+        identity_store_id="d-1",
+        org=OrgSnapshot(management_account_id=MGMT),
+        permission_sets=pss,
+        principal_ids={"USER:alice": "u-alice", "GROUP:Admins": "g-admins"},
+    )
+
+
+def asg(
+    kind: OpKind, account: str, ps: str = "Dev", arn: str | None = None, user: str = "alice"
+) -> Operation:
+    verb = "create" if kind == OpKind.CREATE_ASSIGNMENT else "delete"
+    return Operation(
+        key=f"{verb}:{account}:{ps}:USER:{user}",
+        kind=kind,
+        permission_set_name=ps,
+        permission_set_arn=arn,
+        account_id=account,
+        principal_type="USER",
+        principal_id=f"u-{user}",
+        principal_name=user,
+    )
+
+
+def accounts(n: int, start: int = 200000000000) -> list[str]:
+    return [str(start + i) for i in range(n)]
+
+
+# --------------------------------------------------------------------------- polling and retries
+def test_poll_in_progress_then_succeeded(fake: FakeSso, ft: FakeTime, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    fake.polls_in_progress = 3
+    plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
+    [res] = apply_assignments(
+        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    assert res.status == "succeeded", res.message
+    assert res.request_id and res.request_id.startswith("req-")
+    assert res.attempts == 1
+    assert fake.count("DescribeAccountAssignmentCreationStatus") == 3
+    # growing poll interval: 0.5, 0.75, 1.125
+    assert ft.sleeps[:3] == pytest.approx([0.5, 0.75, 1.125])
+    assert ("200000000001", arn, "USER", "u-alice") in fake.assignments
+
+
+def test_poll_interval_is_capped(fake: FakeSso, ft: FakeTime, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    fake.polls_in_progress = 12
+    plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
+    [res] = apply_assignments(
+        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    assert res.status == "succeeded"
+    assert max(ft.sleeps) == pytest.approx(5.0)
+
+
+def test_conflict_retried_then_succeeds(fake: FakeSso, ft: FakeTime, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    fake.errors["CreateAccountAssignment"] = ["ConflictException"] * 3
+    plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
+    [res] = apply_assignments(
+        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    assert res.status == "succeeded", res.message
+    assert res.attempts == 4
+    assert fake.count("CreateAccountAssignment") == 4
+
+
+def test_backoff_is_exponential_full_jitter_and_bounded(fake: FakeSso, ft: FakeTime) -> None:
+    arn = fake.seed_ps("Dev")
+    fake.always["CreateAccountAssignment"] = "ConflictException"
+    opts = ApplyOptions(
+        sleep=ft.sleep,
+        clock=ft.clock,
+        rng=random.Random(7),
+        max_attempts=6,
+        backoff_base=1.0,
+        backoff_max=4.0,
+    )
+    plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
+    [res] = apply_assignments(
+        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    assert res.status == "failed"
+    assert "ConflictException" in res.message and "next run" in res.message
+    assert fake.count("CreateAccountAssignment") == 6
+    assert res.attempts == 6
+    caps = [1.0, 2.0, 4.0, 4.0, 4.0]
+    assert len(ft.sleeps) == 5
+    for slept, cap in zip(ft.sleeps, caps, strict=True):
+        assert 0 <= slept <= cap
+
+
+def test_throttling_retried(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    fake.errors["CreateAccountAssignment"] = ["ThrottlingException", "ThrottlingException"]
+    fake.errors["DescribeAccountAssignmentCreationStatus"] = ["ThrottlingException"]
+    plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
+    [res] = apply_assignments(
+        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    assert res.status == "succeeded"
+    assert res.attempts == 4  # 2 retries of the create + 1 retry of a poll
+
+
+@pytest.mark.parametrize(
+    "code", ["AccessDeniedException", "ValidationException", "ServiceQuotaExceededException"]
+)
+def test_non_retryable_errors_fail_fast_and_others_continue(
+    fake: FakeSso, opts: ApplyOptions, code: str
+) -> None:
+    arn = fake.seed_ps("Dev")
+    fake.errors["CreateAccountAssignment"] = [code]
+    ops = [asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)]  # same account: runs first, gets the error
+    ops += [asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn, user="bob")]
+    plan = Plan(operations=ops)
+    results = apply_assignments(
+        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    assert [r.status for r in results] == ["failed", "succeeded"]
+    assert results[0].attempts == 1
+    assert results[0].message.startswith(code)
+    assert fake.count("CreateAccountAssignment") == 2
+
+
+def test_failed_async_status_reports_failure_reason(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    fake.fail_accounts["200000000002"] = "Received a 403 status error: Access denied by IAM"
+    ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(4, 200000000000)]
+    results = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    by_acc = {r.key.split(":")[1]: r for r in results}
+    assert by_acc["200000000002"].status == "failed"
+    assert "FAILED: Received a 403 status error" in by_acc["200000000002"].message
+    assert by_acc["200000000002"].request_id is not None
+    assert by_acc["200000000002"].attempts == 1  # FAILED is not retried
+    assert sum(r.status == "succeeded" for r in results) == 3
+    assert fake.count("CreateAccountAssignment") == 4
+
+
+def test_async_timeout(fake: FakeSso, ft: FakeTime) -> None:
+    arn = fake.seed_ps("Dev")
+    fake.never_finish = True
+    opts = ApplyOptions(sleep=ft.sleep, clock=ft.clock, rng=random.Random(1))
+    cfg = SyncConfig(async_timeout_seconds=60)
+    plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
+    [res] = apply_assignments(Clients(fake), plan, observed(fake), cfg, ps_arns={"Dev": arn}, options=opts)
+    assert res.status == "failed"
+    assert "still IN_PROGRESS after 60s" in res.message
+    assert sum(ft.sleeps) <= 60.0 + 1e-6
+    assert fake.count("DescribeAccountAssignmentCreationStatus") < 30
+
+
+def test_unexpected_exception_is_one_failed_result(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    original = fake.create_account_assignment
+    seen = []
+
+    def flaky(**p: Any) -> dict[str, Any]:
+        if not seen:
+            seen.append(1)
+            raise KeyError("bug in the service")
+        return original(**p)
+
+    fake.create_account_assignment = flaky  # type: ignore[method-assign]
+    ops = [
+        asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn),
+        asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn, user="bob"),
+    ]
+    results = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    assert [r.status for r in results] == ["failed", "succeeded"]
+    assert "unexpected error: KeyError" in results[0].message
+
+
+# --------------------------------------------------------------------------- concurrency
+def test_assignment_concurrency_bounds(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    fake.polls_in_progress = 2
+    accs = accounts(30)
+    ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn, user=u) for a in accs for u in ("alice", "bob", "carol")]
+    cfg = SyncConfig(assignment_concurrency=10)
+    results = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
+    )
+    assert count_by_status(results) == {"succeeded": 90, "failed": 0, "skipped": 0}
+    assert max(fake.max_by_account.values()) == 1  # one in-flight op per account
+    assert 1 < fake.max_outstanding <= 10  # parallel, but bounded
+    assert [r.key for r in results] == [op.key for op in ops]  # results in plan order
+
+
+def test_assignment_concurrency_config_respected(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(12)]
+    cfg = SyncConfig(assignment_concurrency=3)
+    apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
+    )
+    assert fake.max_outstanding <= 3
+
+
+def test_provisioning_concurrency_bounds(fake: FakeSso, opts: ApplyOptions) -> None:
+    arns = {f"PS{i}": fake.seed_ps(f"PS{i}") for i in range(4)}
+    ops = [
+        Operation(
+            key=f"provision:{name}:{acc}",
+            kind=OpKind.PROVISION_PERMISSION_SET,
+            permission_set_name=name,
+            permission_set_arn=arn,
+            account_id=acc,
+        )
+        for name, arn in arns.items()
+        for acc in accounts(5)
+    ]
+    results = apply_permission_sets(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts
+    )
+    assert count_by_status(results)["succeeded"] == 20
+    assert fake.max_provision <= 3
+    assert max(fake.max_by_account.values()) == 1
+    assert fake.max_provision > 1
+
+
+# --------------------------------------------------------------------------- safety
+def test_management_account_refused_locally(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    ops = [
+        asg(OpKind.CREATE_ASSIGNMENT, MGMT, arn=arn),
+        asg(OpKind.DELETE_ASSIGNMENT, MGMT, arn=arn),
+        asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn),
+    ]
+    prov = Operation(
+        key="provision:Dev:mgmt",
+        kind=OpKind.PROVISION_PERMISSION_SET,
+        permission_set_name="Dev",
+        permission_set_arn=arn,
+        account_id=MGMT,
+    )
+    results = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    results += apply_permission_sets(
+        Clients(fake), Plan(operations=[prov]), observed(fake), SyncConfig(), options=opts
+    )
+    assert [r.status for r in results] == ["failed", "failed", "succeeded", "failed"]
+    for r in (results[0], results[1], results[3]):
+        assert r.message.startswith("refused: management account")
+    assert not any(p.get("TargetId") == MGMT for _, p in fake.calls)
+
+
+def test_unmanaged_permission_set_is_read_only(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("ControlTower", managed=False)
+    spec = PermissionSetSpec(name="ControlTower", managed_policies=[ADMIN])
+    ops = [
+        Operation(
+            key="update:ControlTower",
+            kind=OpKind.UPDATE_PERMISSION_SET,
+            permission_set_name="ControlTower",
+            permission_set_arn=arn,
+            spec=spec,
+        ),
+    ]
+    results = apply_permission_sets(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts
+    )
+    assert results[0].status == "failed" and "not managed by idc-sync" in results[0].message
+    asg_ops = [asg(OpKind.DELETE_ASSIGNMENT, "200000000001", ps="ControlTower", arn=arn)]
+    del_ops = [
+        Operation(
+            key="delete:ControlTower",
+            kind=OpKind.DELETE_PERMISSION_SET,
+            permission_set_name="ControlTower",
+            permission_set_arn=arn,
+        )
+    ]
+    results = apply_assignments(
+        Clients(fake),
+        Plan(operations=asg_ops + del_ops),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"ControlTower": arn},
+        options=opts,
+    )
+    assert [r.status for r in results] == ["failed", "skipped"]  # the set keeps an assignment: not deleted
+    assert "refused" in results[0].message
+    [res] = apply_permission_set_deletions(
+        Clients(fake), Plan(operations=del_ops), observed(fake), SyncConfig(), options=opts
+    )
+    assert res.status == "failed" and "not managed by idc-sync" in res.message
+    mutating = {name for name, _ in fake.calls if not name.startswith(("List", "Describe", "Get"))}
+    assert mutating == set()
+
+
+def test_permission_set_provisioned_to_management_is_refused(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    obs = observed(fake, provisioned={"Dev": [MGMT, "200000000001"]})
+    spec = PermissionSetSpec(name="Dev", session_duration="PT4H")
+    ops = [
+        Operation(
+            key="update:Dev",
+            kind=OpKind.UPDATE_PERMISSION_SET,
+            permission_set_name="Dev",
+            permission_set_arn=arn,
+            spec=spec,
+        )
+    ]
+    [res] = apply_permission_sets(Clients(fake), Plan(operations=ops), obs, SyncConfig(), options=opts)
+    assert res.status == "failed"
+    assert "provisioned to the management account" in res.message
+    assert fake.count("UpdatePermissionSet") == 0
+
+
+# --------------------------------------------------------------------------- idempotency
+def test_create_permission_set_full_definition(fake: FakeSso, opts: ApplyOptions) -> None:
+    spec = PermissionSetSpec(
+        name="Dev",
+        description="developers",
+        session_duration="PT4H",
+        managed_policies=[RO, VIEW],
+        customer_managed_policies=[CustomerPolicyRef(name="TeamPolicy", path="/teams/")],
+        inline_policy='{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]}',
+        permissions_boundary=PermissionsBoundary(managed_policy_arn=RO),
+    )
+    plan = Plan(
+        operations=[
+            Operation(
+                key="create:Dev", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="Dev", spec=spec
+            )
+        ]
+    )
+    [res] = apply_permission_sets(Clients(fake), plan, observed(), SyncConfig(), options=opts)
+    assert res.status == "succeeded", res.message
+    assert res.permission_set_arn in fake.permission_sets
+    ps = fake.permission_sets[res.permission_set_arn]
+    assert ps["tags"] == {"managed-by": "idc-sync"}
+    assert ps["managed"] == {RO, VIEW}
+    assert ps["customer"] == {("TeamPolicy", "/teams/")}
+    assert ps["inline"] == spec.inline_policy  # the requester's own text
+    assert ps["boundary"] == {"ManagedPolicyArn": RO}
+    create_params = next(p for n, p in fake.calls if n == "CreatePermissionSet")
+    assert create_params["Tags"] == [{"Key": "managed-by", "Value": "idc-sync"}]
+    assert create_params["SessionDuration"] == "PT4H"
+    assert permission_set_arns(plan, observed(), [res]) == {"Dev": res.permission_set_arn}
+
+
+def test_create_permission_set_rerun_adopts_tagged_duplicate(fake: FakeSso, opts: ApplyOptions) -> None:
+    # An earlier attempt created the set and attached one policy, then died: the snapshot is older.
+    arn = fake.seed_ps("Dev", managed_policies=[RO])
+    spec = PermissionSetSpec(name="Dev", managed_policies=[RO, VIEW])
+    plan = Plan(
+        operations=[
+            Operation(
+                key="create:Dev", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="Dev", spec=spec
+            )
+        ]
+    )
+    [res] = apply_permission_sets(Clients(fake), plan, observed(), SyncConfig(), options=opts)
+    assert res.status == "succeeded", res.message
+    assert res.permission_set_arn == arn
+    assert "already existed" in res.message
+    assert fake.permission_sets[arn]["managed"] == {RO, VIEW}
+    assert len(fake.permission_sets) == 1
+    assert fake.count("AttachManagedPolicyToPermissionSet") == 1  # only the missing one
+
+
+def test_create_permission_set_duplicate_not_owned_fails(fake: FakeSso, opts: ApplyOptions) -> None:
+    fake.seed_ps("Dev", managed=False)
+    spec = PermissionSetSpec(name="Dev", managed_policies=[RO])
+    plan = Plan(
+        operations=[
+            Operation(
+                key="create:Dev", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="Dev", spec=spec
+            )
+        ]
+    )
+    [res] = apply_permission_sets(Clients(fake), plan, observed(), SyncConfig(), options=opts)
+    assert res.status == "failed"
+    assert "already exists and is not managed by idc-sync" in res.message
+    assert res.permission_set_arn is None
+    assert fake.count("AttachManagedPolicyToPermissionSet") == 0
+
+
+def test_create_permission_set_transient_conflict_retried(fake: FakeSso, opts: ApplyOptions) -> None:
+    fake.errors["CreatePermissionSet"] = ["ConflictException", "ConflictException"]
+    spec = PermissionSetSpec(name="Dev")
+    plan = Plan(
+        operations=[
+            Operation(
+                key="create:Dev", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="Dev", spec=spec
+            )
+        ]
+    )
+    [res] = apply_permission_sets(Clients(fake), plan, observed(), SyncConfig(), options=opts)
+    assert res.status == "succeeded", res.message
+    assert len(fake.permission_sets) == 1
+
+
+def test_attach_conflict_when_already_attached_counts_as_done(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev", managed_policies=[RO])
+    obs = observed(fake)
+    obs.permission_sets["Dev"].managed_policies = []  # stale snapshot: the attach happened after it
+    spec = PermissionSetSpec(name="Dev", managed_policies=[RO])
+    plan = Plan(
+        operations=[
+            Operation(
+                key="update:Dev",
+                kind=OpKind.UPDATE_PERMISSION_SET,
+                permission_set_name="Dev",
+                permission_set_arn=arn,
+                spec=spec,
+            )
+        ]
+    )
+    [res] = apply_permission_sets(Clients(fake), plan, obs, SyncConfig(), options=opts)
+    assert res.status == "succeeded", res.message
+    assert res.attempts == 1
+    assert fake.count("AttachManagedPolicyToPermissionSet") == 1
+
+
+def test_update_computes_the_diff(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps(
+        "Dev",
+        Description="old",
+        managed_policies=[RO, ADMIN],
+        customer=[("Old", "/")],
+        inline='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}',
+        boundary={"ManagedPolicyArn": RO},
+    )
+    spec = PermissionSetSpec(
+        name="Dev",
+        description="new",
+        session_duration="PT2H",
+        managed_policies=[RO, VIEW],
+        customer_managed_policies=[CustomerPolicyRef(name="New", path="/x/")],
+        inline_policy=None,
+        permissions_boundary=None,
+    )
+    obs = observed(fake)
+    obs.permission_sets["Dev"].permissions_boundary = PermissionsBoundary(managed_policy_arn=RO)
+    plan = Plan(
+        operations=[
+            Operation(
+                key="update:Dev",
+                kind=OpKind.UPDATE_PERMISSION_SET,
+                permission_set_name="Dev",
+                permission_set_arn=arn,
+                spec=spec,
+            )
+        ]
+    )
+    [res] = apply_permission_sets(Clients(fake), plan, obs, SyncConfig(), options=opts)
+    assert res.status == "succeeded", res.message
+    ps = fake.permission_sets[arn]
+    assert (ps["Description"], ps["SessionDuration"]) == ("new", "PT2H")
+    assert ps["managed"] == {RO, VIEW}
+    assert ps["customer"] == {("New", "/x/")}
+    assert ps["inline"] is None and ps["boundary"] is None
+    names = [n for n, _ in fake.calls]
+    assert names.index("DetachManagedPolicyFromPermissionSet") < names.index(
+        "AttachManagedPolicyToPermissionSet"
+    )
+
+
+def test_update_same_inline_policy_reformatted_is_not_rewritten(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps(
+        "Dev",
+        inline='{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}',
+    )
+    spec = PermissionSetSpec(
+        name="Dev",
+        session_duration="PT2H",
+        inline_policy='{\n  "Statement": {"Resource": "*", "Action": ["s3:*"], "Effect": "Allow"},\n  "Version": "2012-10-17"\n}',
+    )
+    plan = Plan(
+        operations=[
+            Operation(
+                key="update:Dev",
+                kind=OpKind.UPDATE_PERMISSION_SET,
+                permission_set_name="Dev",
+                permission_set_arn=arn,
+                spec=spec,
+            )
+        ]
+    )
+    [res] = apply_permission_sets(Clients(fake), plan, observed(fake), SyncConfig(), options=opts)
+    assert res.status == "succeeded"
+    assert fake.count("PutInlinePolicyToPermissionSet") == 0
+
+
+def test_rerun_converges_without_duplicates(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(5)]
+    fake.fail_accounts["200000000003"] = "Received a 403 status error"
+    first = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    assert count_by_status(first) == {"succeeded": 4, "failed": 1, "skipped": 0}
+    fake.fail_accounts.clear()
+    again = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    assert count_by_status(again) == {"succeeded": 5, "failed": 0, "skipped": 0}
+    assert len(fake.assignments) == 5
+
+
+def test_delete_assignment_already_gone_is_success(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    fake.assignments.add(("200000000001", arn, "USER", "u-alice"))
+    ops = [
+        asg(OpKind.DELETE_ASSIGNMENT, "200000000001", arn=arn),
+        asg(OpKind.DELETE_ASSIGNMENT, "200000000002", arn=arn),
+    ]
+    results = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    assert [(r.status, r.message) for r in results] == [
+        ("succeeded", "removed"),
+        ("succeeded", "already gone"),
+    ]
+    assert fake.assignments == set()
+
+
+def test_assignments_of_a_failed_create_are_skipped(fake: FakeSso, opts: ApplyOptions) -> None:
+    fake.always["CreatePermissionSet"] = "ServiceQuotaExceededException"
+    spec = PermissionSetSpec(name="New")
+    ops = [
+        Operation(key="create:New", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="New", spec=spec),
+        Operation(key="provision:New:all", kind=OpKind.PROVISION_PERMISSION_SET, permission_set_name="New"),
+        asg(OpKind.CREATE_ASSIGNMENT, "200000000001", ps="New"),
+    ]
+    plan = Plan(operations=ops)
+    obs = observed(fake)
+    ps_results = apply_permission_sets(Clients(fake), plan, obs, SyncConfig(), options=opts)
+    assert [r.status for r in ps_results] == ["failed", "skipped"]
+    assert "quota" in ps_results[0].message
+    arns = permission_set_arns(plan, obs, ps_results)
+    [res] = apply_assignments(Clients(fake), plan, obs, SyncConfig(), ps_arns=arns, options=opts)
+    assert res.status == "skipped" and "does not exist yet" in res.message
+    assert fake.count("CreateAccountAssignment") == 0
+
+
+def test_created_permission_set_arn_reaches_assignments(fake: FakeSso, opts: ApplyOptions) -> None:
+    spec = PermissionSetSpec(name="New", managed_policies=[RO])
+    ops = [
+        Operation(key="create:New", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="New", spec=spec),
+        asg(OpKind.CREATE_ASSIGNMENT, "200000000001", ps="New"),
+    ]
+    plan = Plan(operations=ops)
+    obs = observed(fake)
+    ps_results = apply_permission_sets(Clients(fake), plan, obs, SyncConfig(), options=opts)
+    arns = permission_set_arns(plan, obs, ps_results)
+    [res] = apply_assignments(Clients(fake), plan, obs, SyncConfig(), ps_arns=arns, options=opts)
+    assert res.status == "succeeded"
+    assert res.permission_set_arn == arns["New"]
+
+
+# --------------------------------------------------------------------------- permission set deletion order
+def test_permission_set_deleted_after_its_assignments(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Old")
+    for a in accounts(3):
+        fake.assignments.add((a, arn, "USER", "u-alice"))
+    ops = [
+        Operation(
+            key="delete:Old",
+            kind=OpKind.DELETE_PERMISSION_SET,
+            permission_set_name="Old",
+            permission_set_arn=arn,
+        )
+    ]
+    ops = [asg(OpKind.DELETE_ASSIGNMENT, a, ps="Old", arn=arn) for a in accounts(3)] + ops
+    results = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Old": arn}, options=opts
+    )
+    assert [r.status for r in results] == ["succeeded"] * 4
+    assert results[-1].kind == OpKind.DELETE_PERMISSION_SET and results[-1].message == "deleted"
+    names = [n for n, _ in fake.calls]
+    assert names.index("DeletePermissionSet") > max(
+        i for i, n in enumerate(names) if n == "DescribeAccountAssignmentDeletionStatus"
+    )
+    assert fake.permission_sets == {}
+
+
+def test_permission_set_deletion_skipped_when_assignment_deletion_failed(
+    fake: FakeSso, opts: ApplyOptions
+) -> None:
+    arn = fake.seed_ps("Old")
+    for a in accounts(2):
+        fake.assignments.add((a, arn, "USER", "u-alice"))
+    fake.fail_accounts["200000000001"] = "Received a 403 status error"
+    ops = [asg(OpKind.DELETE_ASSIGNMENT, a, ps="Old", arn=arn) for a in accounts(2)]
+    ops.append(
+        Operation(
+            key="delete:Old",
+            kind=OpKind.DELETE_PERMISSION_SET,
+            permission_set_name="Old",
+            permission_set_arn=arn,
+        )
+    )
+    results = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Old": arn}, options=opts
+    )
+    assert [r.status for r in results] == ["succeeded", "failed", "skipped"]
+    assert fake.count("DeletePermissionSet") == 0
+
+
+def test_permission_set_deletion_idempotent(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Old")
+    obs = observed(fake)
+    del fake.permission_sets[arn]  # deleted by an earlier attempt
+    ops = [
+        Operation(
+            key="delete:Old",
+            kind=OpKind.DELETE_PERMISSION_SET,
+            permission_set_name="Old",
+            permission_set_arn=arn,
+        )
+    ]
+    [res] = apply_permission_set_deletions(
+        Clients(fake), Plan(operations=ops), obs, SyncConfig(), options=opts
+    )
+    assert (res.status, res.message) == ("succeeded", "already gone")
+
+
+def test_apply_permission_sets_ignores_deletions(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Old")
+    ops = [
+        Operation(
+            key="delete:Old",
+            kind=OpKind.DELETE_PERMISSION_SET,
+            permission_set_name="Old",
+            permission_set_arn=arn,
+        )
+    ]
+    assert (
+        apply_permission_sets(Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts)
+        == []
+    )
+    assert fake.count("DeletePermissionSet") == 0
+
+
+# --------------------------------------------------------------------------- provisioning and logging
+def test_provision_all_accounts_and_skip_after_failed_update(fake: FakeSso, opts: ApplyOptions) -> None:
+    a = fake.seed_ps("A")
+    b = fake.seed_ps("B")
+    fake.errors["UpdatePermissionSet"] = ["ValidationException"]
+    ops = [
+        Operation(
+            key="update:A",
+            kind=OpKind.UPDATE_PERMISSION_SET,
+            permission_set_name="A",
+            permission_set_arn=a,
+            spec=PermissionSetSpec(name="A", session_duration="PT2H"),
+        ),
+        Operation(
+            key="provision:A",
+            kind=OpKind.PROVISION_PERMISSION_SET,
+            permission_set_name="A",
+            permission_set_arn=a,
+        ),
+        Operation(
+            key="provision:B",
+            kind=OpKind.PROVISION_PERMISSION_SET,
+            permission_set_name="B",
+            permission_set_arn=b,
+        ),
+    ]
+    results = apply_permission_sets(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts
+    )
+    assert [(r.key, r.status) for r in results] == [
+        ("update:A", "failed"),
+        ("provision:A", "skipped"),
+        ("provision:B", "succeeded"),
+    ]
+    [(_, params)] = [(n, p) for n, p in fake.calls if n == "ProvisionPermissionSet"]
+    assert params["TargetType"] == "ALL_PROVISIONED_ACCOUNTS" and "TargetId" not in params
+
+
+def test_progress_logging(fake: FakeSso, ft: FakeTime, caplog: pytest.LogCaptureFixture) -> None:
+    arn = fake.seed_ps("Dev")
+    opts = ApplyOptions(
+        sleep=ft.sleep, clock=ft.clock, rng=random.Random(1), progress_every=5, progress_seconds=1e9
+    )
+    fake.fail_accounts["200000000004"] = "nope"
+    ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(12)]
+    log = logging.getLogger("test.apply")
+    with caplog.at_level(logging.INFO, logger="test.apply"):
+        apply_assignments(
+            Clients(fake),
+            Plan(operations=ops),
+            observed(fake),
+            SyncConfig(),
+            ps_arns={"Dev": arn},
+            log=log,
+            options=opts,
+        )
+    messages = [r.getMessage() for r in caplog.records]
+    progress = [m for m in messages if m.startswith("applied ")]
+    assert [m.split(" (")[0] for m in progress] == [
+        "applied 5/12 assignments",
+        "applied 10/12 assignments",
+        "applied 12/12 assignments",
+    ]
+    assert "assignments: 11 succeeded, 1 failed, 0 skipped (12 operations)" in messages
+
+
+def test_progress_logging_by_time(fake: FakeSso, ft: FakeTime, caplog: pytest.LogCaptureFixture) -> None:
+    arn = fake.seed_ps("Dev")
+    fake.polls_in_progress = 4  # each op sleeps ~0.5+0.75+1.1+1.7 s of fake time
+    opts = ApplyOptions(
+        sleep=ft.sleep, clock=ft.clock, rng=random.Random(1), progress_every=1000, progress_seconds=3.0
+    )
+    ops = [asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn, user=f"u{i}") for i in range(4)]
+    log = logging.getLogger("test.apply.time")
+    with caplog.at_level(logging.INFO, logger="test.apply.time"):
+        apply_assignments(
+            Clients(fake),
+            Plan(operations=ops),
+            observed(fake),
+            SyncConfig(),
+            ps_arns={"Dev": arn},
+            log=log,
+            options=opts,
+        )
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("applied ")]
+    assert len(progress) == 4  # every op took > 3 s of fake time
+
+
+def test_results_are_json_serialisable(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    ops = [asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)]
+    [res] = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    dumped = res.model_dump(mode="json")
+    assert dumped["kind"] == "create_assignment" and dumped["status"] == "succeeded"
