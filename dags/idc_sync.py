@@ -101,21 +101,21 @@ def idc_sync() -> None:
         retries=0,
     )
 
-    @task
+    @task(show_return_value_in_logs=False)
     def extract_kintone() -> dict[str, Any]:
         """Read both kintone apps (cursor API) into typed desired state; bad records become problems."""
         from idc_sync_airflow import steps
 
         return steps.extract_kintone()
 
-    @task
+    @task(show_return_value_in_logs=False)
     def snapshot_idc() -> dict[str, Any]:
         """Read AWS Organizations and IAM Identity Center: accounts, OUs, permission sets, assignments."""
         from idc_sync_airflow import steps
 
         return steps.snapshot_idc()
 
-    @task
+    @task(show_return_value_in_logs=False)
     def compute_diff(
         desired: dict[str, Any], observed: dict[str, Any], scim: dict[str, Any] | None
     ) -> dict[str, Any]:
@@ -124,7 +124,7 @@ def idc_sync() -> None:
 
         return steps.compute_diff(desired, observed, scim)
 
-    @task
+    @task(show_return_value_in_logs=False)
     def validate_policies(desired: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
         """Check names, sizes, managed policies (iam:GetPolicy) and inline JSON (Access Analyzer)."""
         from idc_sync_airflow import steps
@@ -148,14 +148,14 @@ def idc_sync() -> None:
     )
     deletions_approved = EmptyOperator(task_id="deletions_approved")
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    @task(trigger_rule=TriggerRule.NONE_FAILED, show_return_value_in_logs=False)
     def apply_permission_sets(validated: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
         """Create, update and re-provision permission sets (idempotent; async operations polled)."""
         from idc_sync_airflow import steps
 
         return steps.apply_permission_sets(validated, observed)
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    @task(trigger_rule=TriggerRule.NONE_FAILED, show_return_value_in_logs=False)
     def apply_assignments(
         validated: dict[str, Any], observed: dict[str, Any], applied_sets: dict[str, Any]
     ) -> dict[str, Any]:

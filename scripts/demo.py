@@ -52,7 +52,9 @@ class Airflow:
         self.password = password
 
     def login(self) -> None:
-        resp = self.session.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password})
+        resp = self.session.post(
+            f"{self.url}/auth/token", json={"username": "admin", "password": self.password}
+        )
         resp.raise_for_status()
         self.session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
 
@@ -101,14 +103,20 @@ def report(sandbox: str, before: list[dict[str, Any]], run: dict[str, Any]) -> N
     print(f"\n== IAM Identity Center: {len(added)} assignment(s) created, {len(removed)} removed ==")
     for item in added:
         x = json.loads(item)
-        print(f"  + {x.get('account_id')}  {x.get('permission_set')}  {x.get('principal_type')} {x.get('principal')}")
+        print(
+            f"  + {x.get('account_id')}  {x.get('permission_set')}  {x.get('principal_type')} {x.get('principal')}"
+        )
     for item in removed:
         x = json.loads(item)
-        print(f"  - {x.get('account_id')}  {x.get('permission_set')}  {x.get('principal_type')} {x.get('principal')}")
+        print(
+            f"  - {x.get('account_id')}  {x.get('permission_set')}  {x.get('principal_type')} {x.get('principal')}"
+        )
     sets = requests.get(f"{sandbox}/_sandbox/state/permission-sets", timeout=10).json()
     print(f"\n== Permission sets now in IAM Identity Center ({len(sets)}) ==")
     for ps in sets:
-        print(f"  {ps.get('name'):<28} managed={ps.get('managed')}  {', '.join(ps.get('managed_policies', []))}")
+        print(
+            f"  {ps.get('name'):<28} managed={ps.get('managed')}  {', '.join(ps.get('managed_policies', []))}"
+        )
     comments = requests.get(f"{sandbox}/_sandbox/kintone/comments", timeout=10).json()
     print(f"\n== kintone comments written ({len(comments)}) ==")
     for c in comments:
@@ -127,7 +135,9 @@ def report(sandbox: str, before: list[dict[str, Any]], run: dict[str, Any]) -> N
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--keep-running", action="store_true", help="leave Airflow and the sandbox running")
     parser.add_argument("--conf", default="{}", help="JSON trigger params for the demo run")
     args = parser.parse_args()
@@ -147,7 +157,9 @@ def main() -> int:
     if not secrets_file.exists():
         from cryptography.fernet import Fernet
 
-        secrets_file.write_text(json.dumps({"jwt": secrets.token_urlsafe(32), "fernet": Fernet.generate_key().decode()}))
+        secrets_file.write_text(
+            json.dumps({"jwt": secrets.token_urlsafe(32), "fernet": Fernet.generate_key().decode()})
+        )
     keys = json.loads(secrets_file.read_text())
 
     python = sys.executable

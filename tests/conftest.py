@@ -1,14 +1,18 @@
 """Shared fixtures: one sandbox server per test session, reset before each test that uses it.
 
 Airflow reads its configuration when first imported, so its environment (a throw-away AIRFLOW_HOME with
-a SQLite database, this repo's dags/ and plugins/) is set here, before any test module imports it.
+a SQLite database, this repo's dags/ and plugins/) is set here, before any test module imports it, and
+removed when the session ends.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="idc-sync-airflow-")
@@ -19,15 +23,16 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
 
-from collections.abc import Callable, Iterator
-from typing import Any
+import boto3  # noqa: E402
+import pytest  # noqa: E402
+from botocore.config import Config  # noqa: E402
 
-import boto3
-import pytest
-from botocore.config import Config
+from idc_sandbox.core import Sandbox, SandboxConfig  # noqa: E402
+from idc_sandbox.server import SandboxServer  # noqa: E402
 
-from idc_sandbox.core import Sandbox, SandboxConfig
-from idc_sandbox.server import SandboxServer
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +57,13 @@ def sandbox_url(sandbox_server: SandboxServer, sandbox: Sandbox) -> str:
 
 @pytest.fixture
 def aws_client(sandbox_url: str) -> Callable[..., Any]:
-    """``aws_client("sso-admin")``: an unmodified boto3 client pointed at the sandbox."""
+    """``aws_client("sso-admin")``: an unmodified boto3 client pointed at the sandbox.
 
-    def make(service: str, *, max_attempts: int = 1, **kwargs: Any) -> Any:
+    ``max_attempts`` is botocore's *retry* count in the ``retries`` dict (0 = the first error is seen as
+    it is; botocore's ``total_max_attempts`` would count the first try too).
+    """
+
+    def make(service: str, *, max_attempts: int = 0, **kwargs: Any) -> Any:
         return boto3.client(
             service,
             endpoint_url=sandbox_url,

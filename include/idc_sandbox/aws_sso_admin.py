@@ -337,8 +337,8 @@ class _Index:
     """Derived lookups over ``IdentityCenter`` so a 50,000-assignment world answers in O(result).
 
     The world's sets and dicts stay the single source of truth (seed loaders write them directly); the
-    index is rebuilt whenever their identity or size changed, and this module calls ``_touch`` after its
-    own mutations.
+    index is rebuilt whenever their identity or size changed, and this module's own mutations go through
+    the helpers below, which update world and index together.
     """
 
     def __init__(self) -> None:
@@ -354,7 +354,7 @@ def _index(ic: IdentityCenter) -> _Index:
     idx: _Index | None = ic.__dict__.get("_sso_admin_index")
     if idx is None:
         idx = ic.__dict__["_sso_admin_index"] = _Index()
-    key = (id(ic.assignments), len(ic.assignments), id(ic.provisioned), len(ic.provisioned))
+    key = _fingerprint(ic)
     if idx.key != key:
         idx.assignments = {}
         for a in ic.assignments:
@@ -371,11 +371,44 @@ def _index(ic: IdentityCenter) -> _Index:
     return idx
 
 
-def _touch(ic: IdentityCenter) -> None:
-    """Forget the derived lookups after this module changed assignments or provisioned state."""
-    idx: _Index | None = ic.__dict__.get("_sso_admin_index")
-    if idx is not None:
-        idx.key = None
+def _fingerprint(ic: IdentityCenter) -> tuple[int, ...]:
+    return (id(ic.assignments), len(ic.assignments), id(ic.provisioned), len(ic.provisioned))
+
+
+# Mutations keep the world and the index in step (no O(world) rebuild per async request).
+def _add_assignment(ic: IdentityCenter, a: Assignment) -> None:
+    idx = _index(ic)
+    ic.assignments.add(a)
+    idx.assignments.setdefault((a.account_id, a.permission_set_arn), set()).add(a)
+    idx.key = _fingerprint(ic)
+
+
+def _remove_assignment(ic: IdentityCenter, a: Assignment) -> None:
+    idx = _index(ic)
+    ic.assignments.discard(a)
+    pair = (a.account_id, a.permission_set_arn)
+    members = idx.assignments.get(pair)
+    if members is not None:
+        members.discard(a)
+        if not members:
+            del idx.assignments[pair]
+    idx.key = _fingerprint(ic)
+
+
+def _set_provisioned(ic: IdentityCenter, account_id: str, ps_arn: str, version: int) -> None:
+    idx = _index(ic)
+    ic.provisioned[(account_id, ps_arn)] = version
+    idx.accounts_by_ps.setdefault(ps_arn, set()).add(account_id)
+    idx.ps_by_account.setdefault(account_id, set()).add(ps_arn)
+    idx.key = _fingerprint(ic)
+
+
+def _unprovision(ic: IdentityCenter, account_id: str, ps_arn: str) -> None:
+    idx = _index(ic)
+    ic.provisioned.pop((account_id, ps_arn), None)
+    idx.accounts_by_ps.get(ps_arn, set()).discard(account_id)
+    idx.ps_by_account.get(account_id, set()).discard(ps_arn)
+    idx.key = _fingerprint(ic)
 
 
 # =========================================================================== pagination
@@ -496,12 +529,10 @@ def _apply(sandbox: Sandbox, request: AsyncRequest) -> str | None:
             p["account_id"], p["permission_set_arn"], p["principal_type"], p["principal_id"]
         )
         if assignment in ic.assignments:
-            pair = (assignment.account_id, assignment.permission_set_arn)
-            remaining = _index(ic).assignments.get(pair, set()) - {assignment}
-            ic.assignments.discard(assignment)
-            if not remaining:
-                ic.provisioned.pop(pair, None)  # the last assignment is gone: AWS removes the role
-            _touch(ic)
+            _remove_assignment(ic, assignment)
+            if not _index(ic).assignments.get((assignment.account_id, assignment.permission_set_arn)):
+                # the last assignment is gone: AWS removes the role from the account
+                _unprovision(ic, assignment.account_id, assignment.permission_set_arn)
         return None
     if ps is None:
         return f"Received a 404 status error: PermissionSet {p['permission_set_arn']} does not exist."
@@ -515,11 +546,11 @@ def _apply(sandbox: Sandbox, request: AsyncRequest) -> str | None:
     if request.kind == "create_assignment":
         if not _principal_exists(sandbox, p["principal_type"], p["principal_id"]):
             return f"Received a 404 status error: Principal {p['principal_id']} does not exist."
-        ic.assignments.add(Assignment(p["account_id"], ps.arn, p["principal_type"], p["principal_id"]))
+        _add_assignment(ic, Assignment(p["account_id"], ps.arn, p["principal_type"], p["principal_id"]))
     for account_id in p["accounts"]:
-        key = (account_id, ps.arn)
-        ic.provisioned[key] = max(ic.provisioned.get(key, 0), p["version"])
-    _touch(ic)
+        _set_provisioned(
+            ic, account_id, ps.arn, max(ic.provisioned.get((account_id, ps.arn), 0), p["version"])
+        )
     return None
 
 
@@ -1207,9 +1238,8 @@ def add_assignment_direct(
         ic = _ic(sandbox)
         ps = ic.permission_sets[permission_set_arn]
         assignment = Assignment(account_id, permission_set_arn, principal_type, principal_id)
-        ic.assignments.add(assignment)
-        ic.provisioned[(account_id, permission_set_arn)] = ps.version
-        _touch(ic)
+        _add_assignment(ic, assignment)
+        _set_provisioned(ic, account_id, permission_set_arn, ps.version)
         return assignment
 
 
@@ -1221,8 +1251,7 @@ def provision_direct(
         ic = _ic(sandbox)
         ps = ic.permission_sets[permission_set_arn]
         # Versions start at 1, so ``version - 1`` is never the latest one.
-        ic.provisioned[(account_id, permission_set_arn)] = ps.version - 1 if stale else ps.version
-        _touch(ic)
+        _set_provisioned(ic, account_id, permission_set_arn, ps.version - 1 if stale else ps.version)
 
 
 def find_permission_set_direct(sandbox: Sandbox, name: str) -> PermissionSet | None:

@@ -135,7 +135,9 @@ class CallLog:
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
 
-    def record(self, service: str, operation: str, params: dict[str, Any], status: int, error: str | None) -> None:
+    def record(
+        self, service: str, operation: str, params: dict[str, Any], status: int, error: str | None
+    ) -> None:
         kept = {k: params[k] for k in _LOGGED_PARAMS if isinstance(params, dict) and k in params}
         with self._lock:
             self._calls.append(Call(next(self._seq), service, operation, kept, status, error, time.time()))
@@ -149,7 +151,8 @@ class CallLog:
             return [
                 c
                 for c in self._calls
-                if (service is None or c.service == service) and (operation is None or c.operation == operation)
+                if (service is None or c.service == service)
+                and (operation is None or c.operation == operation)
             ]
 
     def counters(self) -> dict[str, dict[str, int]]:

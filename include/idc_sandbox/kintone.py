@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001  (kintone's Japanese messages use full-width punctuation)
 """Sandbox kintone REST API (``/k/v1/...``) with the real service's semantics, limits and errors.
 
 Why so much detail: the pipeline's kintone client must survive the real service, so the sandbox reproduces

@@ -86,7 +86,9 @@ async def _dispatch_json(sandbox: Sandbox, request: Request, target: str) -> Res
         if not isinstance(params, dict):
             raise ValueError("body is not a JSON object")
     except ValueError:
-        err = ServiceError("SerializationException", "Start of structure or map found where not expected.", 400)
+        err = ServiceError(
+            "SerializationException", "Start of structure or map found where not expected.", 400
+        )
         sandbox.calls.record(module.SERVICE, operation, {}, err.status, err.code)
         return _json_error(err)
     handler: Callable[[Sandbox, dict[str, Any]], dict[str, Any]] | None = module.OPERATIONS.get(operation)
@@ -165,7 +167,9 @@ def free_port() -> int:
 class SandboxServer:
     """Runs the sandbox in a background thread (tests, demo helpers): ``with SandboxServer() as s: s.url``."""
 
-    def __init__(self, sandbox: Sandbox | None = None, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, sandbox: Sandbox | None = None, port: int | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.sandbox = sandbox or Sandbox()
         self.host = host
         self.port = port or free_port()

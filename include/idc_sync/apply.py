@@ -274,6 +274,7 @@ class _Applier:
                 raise
             if already_done():
                 return None
+        ctx.retries += 1  # the conflict was a busy service, not "already done": try again with backoff
         try:
             return self.call(ctx, operation, retry_conflict=True, **params)
         except ClientError as exc:
@@ -350,6 +351,11 @@ class _Applier:
             status, message = "failed", f"unexpected error: {type(exc).__name__}: {exc}"
         if ctx.notes:
             message = "; ".join([message, *ctx.notes]) if message else "; ".join(ctx.notes)
+        if status != "succeeded" and op.kind is OpKind.CREATE_PERMISSION_SET and ctx.arn:
+            # Half-created (e.g. the boundary or an inline Deny is missing): no ARN in the result, so
+            # nothing assigns it this run; the next run sees it (tagged) and completes it as an update.
+            message += f" (the permission set exists as {ctx.arn} but its definition is incomplete; the next run completes it)"
+            ctx.arn = None
         if status == "failed":
             self.log.warning("%s %s failed: %s", op.kind.value, op.key, message)
         return OpResult(

@@ -104,8 +104,11 @@ class IdcClients:
         attempts; ``{"mode": "adaptive", ...}`` adds botocore's own client-side rate adaptation.
         ``max_rps`` overrides the client-side pacing per client attribute name (``{"sso_admin": 10}``).
         """
-        retry = dict(DEFAULT_RETRIES)
-        retry.update(retry_config or retries or {})
+        given = dict(retry_config or retries or {})
+        if "max_attempts" in given or "total_max_attempts" in given:
+            retry = {"mode": DEFAULT_RETRIES["mode"], **given}  # the caller's attempt count wins as a whole
+        else:
+            retry = {**DEFAULT_RETRIES, **given}
         region = region_name or session.region_name or "us-east-1"
         config = Config(retries=retry, max_pool_connections=max_pool_connections)
         rates: dict[str, float | None] = {**DEFAULT_MAX_RPS, **(max_rps or {})}

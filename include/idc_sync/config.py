@@ -48,6 +48,9 @@ class SyncConfig(BaseModel):
     ownership_tag_value: str = "idc-sync"
     max_deletions: int = 20
     max_deletion_ratio: float = 0.10
+    # The ratio rule only counts from this many deletions on: in a small estate one deletion is a
+    # large share but never a "mass" deletion worth waking someone for.
+    deletion_ratio_floor: int = 5
     timezone: str = "Asia/Tokyo"  # the day in which expires_on ends
     expiry_reminder_days: int = 3
     language: Literal["ja", "en"] = "ja"

@@ -68,7 +68,7 @@ def group_by_record(problems: Iterable[Problem]) -> dict[str, tuple[RecordRef, l
     for problem in problems:
         if problem.record is None:
             continue
-        ref, items = grouped.setdefault(problem.record.key, (problem.record, []))
+        _, items = grouped.setdefault(problem.record.key, (problem.record, []))
         if problem.fingerprint not in {p.fingerprint for p in items}:
             items.append(problem)
     return grouped
@@ -172,7 +172,9 @@ def run_summary_text(
     admin = [p for p in problems if p.record is None]
     mode = "dry run: planned" if dry_run else "applied"
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in plan.counts().items() if n)
-    parts = [f"idc-sync {dag_run_id}: {mode} {len(plan.operations)} change(s)" + (f" ({counts})" if counts else "")]
+    parts = [
+        f"idc-sync {dag_run_id}: {mode} {len(plan.operations)} change(s)" + (f" ({counts})" if counts else "")
+    ]
     if not dry_run:
         parts.append(f"{len(ok)} succeeded, {len(failed)} failed")
     if plan.skipped:

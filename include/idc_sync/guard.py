@@ -29,7 +29,11 @@ def evaluate_guard(plan: Plan, desired: DesiredState, config: SyncConfig) -> Gua
     if len(deletes) > config.max_deletions:
         reasons.append(f"{len(deletes)} assignment deletions exceed max_deletions={config.max_deletions}")
     managed = plan.managed_assignment_count
-    if managed and deletes and len(deletes) / managed > config.max_deletion_ratio:
+    if (
+        managed
+        and len(deletes) > config.deletion_ratio_floor
+        and len(deletes) / managed > config.max_deletion_ratio
+    ):
         reasons.append(
             f"{len(deletes)} of {managed} managed assignments ({len(deletes) / managed:.0%}) exceed "
             f"max_deletion_ratio={config.max_deletion_ratio:.0%}"

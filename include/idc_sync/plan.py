@@ -11,7 +11,12 @@ is decided here, once:
   (rule 2); a kintone record naming an existing unmanaged permission set gets a problem instead;
 * principals not yet in IdC are *pending* (rule 4): skipped, never an error here;
 * a scoped run plans nothing outside its scope and deletes nothing it did not read;
-* a permission set whose kintone record could not be parsed is neither deleted nor loses assignments.
+* a permission set whose kintone record has errors (``desired.held_permission_sets``, or a problem on a
+  permission set record naming it) is neither updated nor deleted and loses no assignments; assignments
+  of records that still name a non-ACTIVE account or an unknown permission set are not deleted either.
+
+``full_resync=True`` additionally re-provisions every managed permission set to every (in-scope, member)
+account it is provisioned to, with reason ``"full resync"``.
 
 ``drift_mode="report"``: assignment deletions, permission set updates (and the re-provisioning that would
 follow them) and permission set deletions are not planned but listed in ``plan.skipped`` with reason
@@ -174,6 +179,7 @@ class _Planner:
         scope: Scope,
         today: dt.date,
         drift_mode: str,
+        full_resync: bool = False,
     ) -> None:
         if drift_mode not in ("enforce", "report"):
             raise ValueError(f"drift_mode must be 'enforce' or 'report', not {drift_mode!r}")
@@ -183,6 +189,7 @@ class _Planner:
         self.scope = scope
         self.today = today
         self.report = drift_mode == "report"
+        self.full_resync = full_resync
         self.mgmt = observed.org.management_account_id
         self.ops: dict[str, Operation] = {}
         self.skipped: dict[str, Skipped] = {}
@@ -201,6 +208,7 @@ class _Planner:
             for k, v in p.params.items()
             if k in ("name", "permission_set", "permission_set_name") and v
         }
+        self.protected_ps |= set(desired.held_permission_sets)  # records.py: record exists, has errors
         self.blocked_ps: set[str] = set()  # managed ps provisioned to the management account
 
     # ------------------------------------------------------------------ helpers
@@ -276,10 +284,9 @@ class _Planner:
     ) -> None:
         changes = permission_set_changes(spec, state)
         stale = [a for a in state.stale_accounts if self.account_in_scope(a)]
-        provision_to = (
-            sorted(set(state.provisioned_accounts) | set(state.stale_accounts)) if changes else stale
-        )
-        provision_to = [a for a in provision_to if self.account_in_scope(a)]
+        everywhere = sorted(set(state.provisioned_accounts) | set(state.stale_accounts))
+        provision_to = everywhere if (changes or self.full_resync) else stale
+        provision_to = [a for a in provision_to if self.account_in_scope(a) and a != self.mgmt]
         if self.mgmt in state.provisioned_accounts or self.mgmt in state.stale_accounts:
             self.blocked_ps.add(name)
             if changes or provision_to:
@@ -329,7 +336,9 @@ class _Planner:
                     permission_set_name=name,
                     permission_set_arn=state.arn,
                     account_id=account,
-                    reason="updated" if changes else "stale provisioning",
+                    reason="updated"
+                    if changes
+                    else ("stale provisioning" if account in stale else "full resync"),
                     records=records,
                 )
             )
@@ -439,7 +448,19 @@ class _Planner:
                 protected.update((x, ps, a.principal_type, pid) for x in self._inactive_named(a.target))
             if not accounts:
                 continue
-            if ps not in self.desired.permission_sets:
+            if ps in self.desired.held_permission_sets and ps not in self.desired.permission_sets:
+                # Its permission set record has errors (reported there). Existing managed permission set:
+                # its assignments still follow kintone (deletions are held below); otherwise wait for the fix.
+                held_state = self.observed.permission_sets.get(ps)
+                if held_state is None or not held_state.managed:
+                    for x in accounts:
+                        self.skip(
+                            f"create_assignment:{x}:{ps}:{a.principal_type}:{a.principal_name}",
+                            "its permission set record has errors",
+                            a.record,
+                        )
+                    continue
+            elif ps not in self.desired.permission_sets:
                 self.problem(
                     "unknown_permission_set",
                     f"Permission set {ps} is not defined in the permission sets app. Add it there first or fix "
@@ -682,16 +703,21 @@ def compute_plan(
     scope: Scope | None = None,
     today: dt.date | None = None,
     drift_mode: str = "enforce",
+    full_resync: bool = False,
 ) -> tuple[Plan, list[Problem]]:
     """The ordered plan (operations by ``OP_ORDER`` then key) and the problems found while planning.
 
     ``scope`` defaults to the scope the snapshot was taken with. ``today`` defaults to the current day in
     ``config.timezone``; an assignment whose ``expires_on`` is before it is no longer desired.
+    ``full_resync`` re-provisions every managed permission set to every account it is provisioned to (in
+    scope, never the management account), repairing changes made to the roles inside the accounts.
     """
     effective = scope or observed.scope or Scope()
     if observed.scoped and effective.is_full:
         raise ValueError("the observed state was read with a scope; pass the same scope to compute_plan")
-    planner = _Planner(desired, observed, config, effective, today or today_in(config.timezone), drift_mode)
+    planner = _Planner(
+        desired, observed, config, effective, today or today_in(config.timezone), drift_mode, full_resync
+    )
     plan = planner.plan()
     return plan, planner.problems
 

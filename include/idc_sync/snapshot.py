@@ -12,10 +12,12 @@ What is read, and why only that:
   read for those too (a permission set provisioned to the management account cannot be changed from the
   delegated administrator); stale accounts (``LATEST_PERMISSION_SET_NOT_PROVISIONED``) and the assignments
   (ListAccountAssignments per provisioned account) only for managed ones.
-* **Principals**: the users/groups kintone names (GetUserId/GetGroupId; a miss is a *missing* principal,
-  pending until SCIM brings it) and the ids met in managed assignments (DescribeUser/DescribeGroup) so a
-  deletion in the plan names a person, not a UUID. Above ``principal_list_threshold`` names of one type it is
-  cheaper to page through ListUsers/ListGroups (100 per call) than to look names up one by one.
+* **Principals**: the ids met in managed assignments (DescribeUser/DescribeGroup) so a deletion in the plan
+  names a person, not a UUID; and the users/groups kintone names (GetUserId/GetGroupId; a miss is a
+  *missing* principal, pending until SCIM brings it). In the DAG the snapshot runs in parallel with the
+  kintone read (``desired=None``), so the names are looked up afterwards by ``resolve_principals`` in
+  ``compute_diff`` (only those not already known). Above ``principal_list_threshold`` ids/names of one type
+  it is cheaper to page through ListUsers/ListGroups (100 per call) than to look them up one by one.
 
 Scope (trigger params): permission sets outside ``scope.permission_sets`` are described (needed to learn
 their name) but not otherwise read and not returned; with ``scope.accounts`` only those accounts'

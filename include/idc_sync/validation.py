@@ -136,7 +136,11 @@ def managed_policy_catalog() -> tuple[str, ...]:
     Shipped as ``data/aws_managed_policy_names.txt`` (generated from moto's bundled catalog); only used
     for suggestions, existence is always asked of IAM.
     """
-    text = resources.files("idc_sync").joinpath("data/aws_managed_policy_names.txt").read_text("utf-8")
+    try:
+        text = resources.files("idc_sync").joinpath("data/aws_managed_policy_names.txt").read_text("utf-8")
+    except OSError as exc:  # an install without package data: suggestions are a nicety, not a reason to fail
+        LOG.warning("managed policy catalog not available (%s): no 'did you mean' suggestions", exc)
+        return ()
     return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
 
 

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from airflow.sdk import BaseHook
+
 from idc_sync.scim import GraphClient, GraphSettings
 
 

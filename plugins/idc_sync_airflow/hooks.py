@@ -16,6 +16,7 @@ from airflow.sdk import BaseHook
 from idc_sync.aws_clients import IdcClients
 from idc_sync.kintone_client import KintoneClient
 
+
 class IdcHook(BaseHook):
     """Builds :class:`IdcClients` from one AWS connection (the delegated administrator's role)."""
 

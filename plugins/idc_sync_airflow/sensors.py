@@ -25,8 +25,8 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException
-from idc_sync.scim import ScimVerdict, check_scim_health
 
+from idc_sync.scim import ScimVerdict, check_scim_health
 from idc_sync_airflow.graph_hook import GraphHook
 from idc_sync_airflow.triggers import ScimHealthTrigger
 

@@ -92,7 +92,9 @@ def snapshot_idc() -> dict[str, Any]:
     return observed.model_dump(mode="json")
 
 
-def compute_diff(desired_json: dict[str, Any], observed_json: dict[str, Any], scim: dict[str, Any] | None) -> dict[str, Any]:
+def compute_diff(
+    desired_json: dict[str, Any], observed_json: dict[str, Any], scim: dict[str, Any] | None
+) -> dict[str, Any]:
     from idc_sync.plan import compute_plan, render_plan
     from idc_sync.snapshot import resolve_principals
 
@@ -119,23 +121,20 @@ def compute_diff(desired_json: dict[str, Any], observed_json: dict[str, Any], sc
     }
 
 
-def _pending_or_error(problems: list[Problem], scim: dict[str, Any] | None, config: SyncConfig) -> list[Problem]:
+def _pending_or_error(
+    problems: list[Problem], scim: dict[str, Any] | None, config: SyncConfig
+) -> list[Problem]:
     """Safety rule 4: a missing principal is pending until SCIM is healthy and the grace has passed."""
-    from idc_sync.scim import ScimVerdict, principal_pending_or_error
+    from idc_sync.scim import principal_pending_or_error
 
-    verdict = ScimVerdict.model_validate(scim) if scim else None
     now = dt.datetime.now(dt.UTC)
     out: list[Problem] = []
     for p in problems:
-        if p.code == "principal_not_found" and p.record is not None:
-            status = principal_pending_or_error(verdict, p.record, now, config)
-            if status == "error":
-                p = p.model_copy(
-                    update={
-                        "severity": "error",
-                        "message": p.message.replace("waiting for SCIM provisioning", "not found after the grace period"),
-                    }
-                )
+        ref = p.record
+        if p.code == "principal_not_found" and ref is not None:
+            seen = ref.updated_at or ref.created_at or now
+            if principal_pending_or_error(scim, seen, now, grace_cycles=config.scim_grace_cycles) == "error":
+                p = p.model_copy(update={"severity": "error"})
         out.append(p)
     return out
 
@@ -148,11 +147,18 @@ def validate_policies(desired_json: dict[str, Any], diff: dict[str, Any]) -> dic
     plan = Plan.model_validate(diff["plan"])
     touched = {op.permission_set_name for op in plan.operations}
     clients = IdcHook(settings.AWS_CONN_ID).get_clients()
-    report: ValidationReport = validate_permission_sets(desired, clients, config, only=touched | set(desired.permission_sets))
+    report: ValidationReport = validate_permission_sets(
+        desired, clients, config, only=touched | set(desired.permission_sets)
+    )
     plan = apply_validation(plan, report)
     for name in report.blocked:
         log.warning("permission set %s is blocked by validation: its operations are skipped this run", name)
-    log.info("validated %d permission set(s); %d blocked; %d finding(s)", report.checked, len(report.blocked), len(report.problems))
+    log.info(
+        "validated %d permission set(s); %d blocked; %d finding(s)",
+        report.checked,
+        len(report.blocked),
+        len(report.problems),
+    )
     return {"plan": plan.model_dump(mode="json"), "report": report.model_dump(mode="json")}
 
 
@@ -165,12 +171,17 @@ def deletion_guard(validated: dict[str, Any]) -> list[str]:
     verdict = guard.evaluate_guard(plan, desired, config)
     ti.xcom_push(key="verdict", value=verdict.model_dump(mode="json"))
     ti.xcom_push(key="deletions", value=verdict.deletions)
-    ti.xcom_push(key="table", value="\n".join(["Guard tripped:", *[f"- {r}" for r in verdict.reasons], "", verdict.table]))
+    ti.xcom_push(
+        key="table",
+        value="\n".join(["Guard tripped:", *[f"- {r}" for r in verdict.reasons], "", verdict.table]),
+    )
     if not verdict.tripped:
         log.info("deletion guard: %d deletion(s) within limits", verdict.deletions)
         return ["apply_permission_sets"]
     if params.get("dry_run"):
-        log.warning("deletion guard tripped (dry run, nothing will be deleted): %s", "; ".join(verdict.reasons))
+        log.warning(
+            "deletion guard tripped (dry run, nothing will be deleted): %s", "; ".join(verdict.reasons)
+        )
         return ["apply_permission_sets"]
     if params.get("allow_mass_delete"):
         log.warning("deletion guard tripped but allow_mass_delete=true: %s", "; ".join(verdict.reasons))
@@ -204,7 +215,9 @@ def apply_permission_sets(validated: dict[str, Any], observed_json: dict[str, An
     from idc_sync.apply import apply_permission_sets as apply_sets
 
     plan = Plan.model_validate(validated["plan"])
-    ops = plan.of_kind(OpKind.CREATE_PERMISSION_SET, OpKind.UPDATE_PERMISSION_SET, OpKind.PROVISION_PERMISSION_SET)
+    ops = plan.of_kind(
+        OpKind.CREATE_PERMISSION_SET, OpKind.UPDATE_PERMISSION_SET, OpKind.PROVISION_PERMISSION_SET
+    )
     if _dry_run():
         log.info("dry run: %d permission set operation(s) not applied", len(ops))
         return {"results": [], "ps_arns": {}}
@@ -213,12 +226,20 @@ def apply_permission_sets(validated: dict[str, Any], observed_json: dict[str, An
     clients = IdcHook(settings.AWS_CONN_ID).get_clients()
     results = apply_sets(clients, plan, observed, config, log=log)
     ps_arns = {name: ps.arn for name, ps in observed.permission_sets.items()}
-    ps_arns.update({r.key.split(":", 1)[1]: r.permission_set_arn for r in results if r.permission_set_arn and r.kind == OpKind.CREATE_PERMISSION_SET})
+    ps_arns.update(
+        {
+            r.key.split(":", 1)[1]: r.permission_set_arn
+            for r in results
+            if r.permission_set_arn and r.kind == OpKind.CREATE_PERMISSION_SET
+        }
+    )
     _log_results("permission set", results)
     return {"results": [r.model_dump(mode="json") for r in results], "ps_arns": ps_arns}
 
 
-def apply_assignments(validated: dict[str, Any], observed_json: dict[str, Any], applied_sets: dict[str, Any]) -> dict[str, Any]:
+def apply_assignments(
+    validated: dict[str, Any], observed_json: dict[str, Any], applied_sets: dict[str, Any]
+) -> dict[str, Any]:
     from idc_sync.apply import apply_assignments as apply_asg
 
     plan = Plan.model_validate(validated["plan"])
@@ -238,7 +259,9 @@ def apply_assignments(validated: dict[str, Any], observed_json: dict[str, Any], 
     return {
         "results": [r.model_dump(mode="json") for r in results],
         "withheld": not allowed,
-        "skipped": [s.model_dump(mode="json") for s in plan.skipped if s.reason == reason] if not allowed else [],
+        "skipped": [s.model_dump(mode="json") for s in plan.skipped if s.reason == reason]
+        if not allowed
+        else [],
     }
 
 
@@ -263,7 +286,11 @@ def notify() -> dict[str, Any]:
         return ti.xcom_pull(task_ids=task_id)
 
     desired_json, diff, validated = pull("extract_kintone"), pull("compute_diff"), pull("validate_policies")
-    sets_out, asg_out, scim = pull("apply_permission_sets") or {}, pull("apply_assignments") or {}, pull("scim_health")
+    sets_out, asg_out, scim = (
+        pull("apply_permission_sets") or {},
+        pull("apply_assignments") or {},
+        pull("scim_health"),
+    )
     problems: list[Problem] = []
     upstream_failed: list[str] = []
     desired = DesiredState.model_validate(desired_json) if desired_json else None
@@ -276,22 +303,44 @@ def notify() -> dict[str, Any]:
     if validated:
         problems += ValidationReport.model_validate(validated["report"]).problems
     plan = Plan.model_validate(validated["plan"]) if validated else Plan()
-    results = [OpResult.model_validate(r) for r in [*sets_out.get("results", []), *asg_out.get("results", [])]]
-    for task_id in ("snapshot_idc", "compute_diff", "validate_policies", "apply_permission_sets", "apply_assignments"):
+    results = [
+        OpResult.model_validate(r) for r in [*sets_out.get("results", []), *asg_out.get("results", [])]
+    ]
+    for task_id in (
+        "snapshot_idc",
+        "compute_diff",
+        "validate_policies",
+        "apply_permission_sets",
+        "apply_assignments",
+    ):
         if not pull(task_id) and desired is not None:
             upstream_failed.append(task_id)
     if asg_out.get("withheld"):
         problems.append(
-            Problem(code="deletions_withheld", severity="warning", message="Deletions were withheld by the deletion guard (not approved); approve them by triggering with allow_mass_delete.")
+            Problem(
+                code="deletions_withheld",
+                severity="warning",
+                message="Deletions were withheld by the deletion guard (not approved); approve them by triggering with allow_mass_delete.",
+            )
         )
     problems += _failure_problems(plan, results)
     if scim and scim.get("status") == "unhealthy":
-        problems.append(Problem(code="scim_unhealthy", severity="warning", message=f"Entra SCIM provisioning is unhealthy: {scim.get('reason')}"))
+        problems.append(
+            Problem(
+                code="scim_unhealthy",
+                severity="warning",
+                message=f"Entra SCIM provisioning is unhealthy: {scim.get('reason')}",
+            )
+        )
     for task_id in upstream_failed:
-        problems.append(Problem(code="task_failed", message=f"task {task_id} failed or produced nothing: see its log"))
+        problems.append(
+            Problem(code="task_failed", message=f"task {task_id} failed or produced nothing: see its log")
+        )
 
     store = AuditStore(config.audit_path)
-    summary = feedback.run_summary_text(dag_run_id=dag_run.run_id, plan=plan, results=results, problems=problems, dry_run=dry_run, scim=scim)
+    summary = feedback.run_summary_text(
+        dag_run_id=dag_run.run_id, plan=plan, results=results, problems=problems, dry_run=dry_run, scim=scim
+    )
     comments_sent = 0
     if not dry_run and desired is not None:
         comments_sent = _send_comments(store, config, problems, desired)
@@ -306,7 +355,11 @@ def notify() -> dict[str, Any]:
         "params": dict(params),
         "summary": summary,
         "scim": scim,
-        "desired": {"records_read": desired.records_read if desired else {}, "permission_sets": len(desired.permission_sets) if desired else 0, "assignments": len(desired.assignments) if desired else 0},
+        "desired": {
+            "records_read": desired.records_read if desired else {},
+            "permission_sets": len(desired.permission_sets) if desired else 0,
+            "assignments": len(desired.assignments) if desired else 0,
+        },
         "plan": plan.model_dump(mode="json"),
         "results": [r.model_dump(mode="json") for r in results],
         "problems": [p.model_dump(mode="json") for p in problems],
@@ -335,15 +388,25 @@ def _failure_problems(plan: Plan, results: list[OpResult]) -> list[Problem]:
             continue
         op = ops.get(r.key)
         for ref in (op.records if op else [])[:1]:
-            out.append(Problem(code="apply_failed", message=f"{r.kind.value.replace('_', ' ')} failed: {r.message}", record=ref))
+            out.append(
+                Problem(
+                    code="apply_failed",
+                    message=f"{r.kind.value.replace('_', ' ')} failed: {r.message}",
+                    record=ref,
+                )
+            )
     return out
 
 
-def _send_comments(store: AuditStore, config: SyncConfig, problems: list[Problem], desired: DesiredState) -> int:
+def _send_comments(
+    store: AuditStore, config: SyncConfig, problems: list[Problem], desired: DesiredState
+) -> int:
     previous = store.read_state(FEEDBACK_STATE)
     live = {ref.key for ref in _live_records(desired)}
     app_ids = {"permission_sets": config.permission_sets_app_id, "assignments": config.assignments_app_id}
-    fb = feedback.plan_feedback(problems, previous, language=config.language, live_records=live, app_ids=app_ids)
+    fb = feedback.plan_feedback(
+        problems, previous, language=config.language, live_records=live, app_ids=app_ids
+    )
     sent = 0
     state = dict(previous)
     with KintoneHook(settings.KINTONE_CONN_ID, language=config.language).get_client() as client:
@@ -374,7 +437,9 @@ def _send_slack(summary: str, results: list[OpResult], problems: list[Problem], 
 
     payload = feedback.slack_message(summary, results=results, problems=problems, plan=plan)
     try:
-        SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID).send(text=payload["text"], blocks=payload["blocks"])
+        SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID).send(
+            text=payload["text"], blocks=payload["blocks"]
+        )
     except Exception as exc:  # Slack down must not hide the run's real outcome
         log.error("could not post to Slack (%s): %s", settings.SLACK_CONN_ID, exc)
         return False
@@ -389,6 +454,3 @@ def _set_note(dag_id: str, run_id: str, note: str) -> None:
         set_dag_run_note(settings.AIRFLOW_API_CONN_ID, dag_id, run_id, note)
     except Exception as exc:
         log.warning("could not set the DagRun note (%s): %s", settings.AIRFLOW_API_CONN_ID, exc)
-
-
-

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
 from idc_sync.scim import GraphClient, ScimVerdict, check_scim_health
 
 TRIGGER_PATH = "idc_sync_airflow.triggers.ScimHealthTrigger"

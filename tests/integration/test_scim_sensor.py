@@ -21,6 +21,7 @@ import pytest
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-home-"))
 
 from airflow.sdk.exceptions import TaskDeferred
+
 from idc_sandbox import graph
 from idc_sandbox.core import FaultRule, Sandbox
 from idc_sync_airflow.sensors import TRIGGERER_GRACE_SECONDS, ScimHealthSensor

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import requests
 from botocore.exceptions import ClientError
+
 from idc_sandbox.aws_access_analyzer import validate_policy_text
 from idc_sandbox.core import FaultRule, Sandbox
 

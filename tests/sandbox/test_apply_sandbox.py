@@ -13,6 +13,7 @@ from collections import Counter
 
 import boto3
 import pytest
+
 from idc_sandbox.aws_sso_admin import add_assignment_direct, create_permission_set_direct
 from idc_sandbox.core import FaultRule, Sandbox
 from idc_sandbox.state import Account, User

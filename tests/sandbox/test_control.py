@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+
 from idc_sandbox.core import Sandbox
 from idc_sandbox.seed import CREDENTIALS
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from idc_sandbox import graph
 from idc_sandbox.core import FaultRule, Sandbox
 from idc_sandbox.state import EntraGroup, EntraUser, User

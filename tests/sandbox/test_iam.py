@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 from botocore.exceptions import ClientError
+
 from idc_sandbox import aws_iam
 from idc_sandbox.core import FaultRule, Sandbox
 

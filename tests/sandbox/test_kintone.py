@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from idc_sandbox import kintone
 from idc_sandbox.core import FaultRule, Sandbox
 from idc_sandbox.seed import CREDENTIALS, load_named_seed, load_seed

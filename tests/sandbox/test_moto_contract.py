@@ -40,9 +40,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from moto import mock_aws
+
 from idc_sandbox.core import Sandbox
 from idc_sandbox.state import Account, Group, User
-from moto import mock_aws
 
 MGMT = "123456789012"  # moto's default account id, used as the management account on both sides
 ACCOUNTS = [("dev", "dev@example.com"), ("stg", "stg@example.com"), ("security", "security@example.com")]

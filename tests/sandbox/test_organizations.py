@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import requests
 from botocore.exceptions import ClientError
+
 from idc_sandbox.core import FaultRule, Sandbox
 from idc_sandbox.state import Account, OrganizationalUnit
 

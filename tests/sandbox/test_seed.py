@@ -6,6 +6,7 @@ import time
 
 import boto3
 import pytest
+
 from idc_sandbox import seed as seeding
 from idc_sandbox.core import Sandbox
 

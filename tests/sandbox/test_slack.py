@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import requests
+
 from idc_sandbox.core import FaultRule, Sandbox
 from idc_sandbox.seed import CREDENTIALS, load_named_seed, load_seed
 

@@ -8,6 +8,7 @@ import uuid
 
 import boto3
 import pytest
+
 from idc_sandbox.core import FaultRule, Sandbox
 from idc_sandbox.state import Account, Assignment, Group, OrganizationalUnit, PermissionSet, User
 from idc_sync.aws_clients import IdcClients
@@ -22,7 +23,7 @@ from idc_sync.model import (
     Scope,
 )
 from idc_sync.plan import compute_plan, render_plan
-from idc_sync.snapshot import take_snapshot
+from idc_sync.snapshot import resolve_principals, take_snapshot
 
 MGMT = "111111111111"
 A1 = "200000000001"
@@ -314,3 +315,45 @@ def test_snapshot_survives_throttling_and_empty_pages_at_some_scale(
     assert len(observed.assignments) == 4 + 25 * 2
     throttled = [c for c in sandbox.calls.calls("sso-admin") if c.error == "ThrottlingException"]
     assert throttled, "the fault rule should have fired"
+
+
+def test_snapshot_without_desired_then_resolve_principals(sandbox: Sandbox, clients: IdcClients) -> None:
+    """The DAG's shape: snapshot_idc runs in parallel with extract_kintone; names are resolved in compute_diff."""
+    arns = seed(sandbox)
+    observed = take_snapshot(clients, None, SyncConfig())
+    # principals of managed assignments are named (readable deletions), nobody is "missing" yet
+    assert observed.principal_names == {ALICE: "USER:alice", ADMINS: "GROUP:Admins", BOB: "USER:bob"}
+    assert observed.missing_principals == []
+    assert observed.permission_sets["Dev"].managed_policies == sorted([RO, VIEW])
+    # unmanaged permission sets are only described when nobody names them
+    assert observed.permission_sets["ControlTower"].provisioned_accounts == []
+    assert arns["ControlTower"] not in {
+        c.params.get("PermissionSetArn")
+        for c in sandbox.calls.calls("sso-admin", "ListManagedPoliciesInPermissionSet")
+    }
+    sandbox.calls.clear()
+
+    desired = desired_state()
+    resolved = resolve_principals(clients, observed, desired)
+    assert resolved.missing_principals == ["USER:carol"]
+    assert resolved.principal_ids["USER:bob"] == BOB
+    # only names not already known from assignments are looked up
+    looked_up = [
+        c for c in sandbox.calls.calls("identitystore") if c.operation in ("GetUserId", "GetGroupId")
+    ]
+    assert len(looked_up) == 1  # carol
+    plan, problems = compute_plan(desired, resolved, SyncConfig(), today=dt.date(2025, 1, 1))
+    assert MGMT not in {op.account_id for op in plan.operations}
+    assert "principal_not_found" in {p.code for p in problems}
+
+
+def test_resolve_principals_lists_the_store_above_the_threshold(
+    sandbox: Sandbox, clients: IdcClients
+) -> None:
+    seed(sandbox)
+    observed = take_snapshot(clients, None, SyncConfig())
+    sandbox.calls.clear()
+    resolved = resolve_principals(clients, observed, desired_state(), principal_list_threshold=0)
+    assert resolved.missing_principals == ["USER:carol"]
+    ops = {c.operation for c in sandbox.calls.calls("identitystore")}
+    assert ops == {"ListUsers"}

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import requests
 from botocore.exceptions import ClientError
+
 from idc_sandbox import aws_sso_admin
 from idc_sandbox.core import FaultRule, Sandbox
-from idc_sandbox.state import Account, Group, User
+from idc_sandbox.state import Account, Assignment, Group, User
 
 MGMT = "111111111111"
 OWNER = "222222222222"  # delegated administrator
@@ -1229,3 +1230,20 @@ def test_direct_helpers_seed_a_world_visible_through_the_api(sso: Any, inst: str
     assert listed == [
         {"AccountId": A1, "PermissionSetArn": arn, "PrincipalType": "GROUP", "PrincipalId": GROUP1}
     ]
+
+
+def test_direct_world_changes_after_api_reads_are_seen(sso: Any, inst: str, sb: Sandbox) -> None:
+    """Seed loaders and other modules write the state dataclasses directly; reads must notice."""
+    arn = make_ps(sso, inst)
+    assign(sso, inst, arn, A1)
+    assert accounts_for(sso, inst, arn) == [A1]
+    with sb.lock:
+        ic = sb.world.identity_center
+        ic.assignments.add(Assignment(A2, arn, "GROUP", GROUP1))
+        ic.provisioned[(A2, arn)] = ic.permission_sets[arn].version
+    assert accounts_for(sso, inst, arn) == [A1, A2]
+    listed = sso.list_account_assignments(InstanceArn=inst, AccountId=A2, PermissionSetArn=arn)[
+        "AccountAssignments"
+    ]
+    assert [a["PrincipalId"] for a in listed] == [GROUP1]
+    assert provisioned_to(sso, inst, A2) == [arn]

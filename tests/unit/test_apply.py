@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+
 from idc_sync.apply import (
     ApplyOptions,
     apply_assignments,
@@ -1122,3 +1123,31 @@ def test_results_are_json_serialisable(fake: FakeSso, opts: ApplyOptions) -> Non
     )
     dumped = res.model_dump(mode="json")
     assert dumped["kind"] == "create_assignment" and dumped["status"] == "succeeded"
+
+
+def test_half_created_permission_set_is_not_assigned(fake: FakeSso, opts: ApplyOptions) -> None:
+    fake.always["PutPermissionsBoundaryToPermissionSet"] = "AccessDeniedException"
+    spec = PermissionSetSpec(name="New", permissions_boundary=PermissionsBoundary(managed_policy_arn=RO))
+    ops = [
+        Operation(
+            key="create_permission_set:New",
+            kind=OpKind.CREATE_PERMISSION_SET,
+            permission_set_name="New",
+            spec=spec,
+        ),
+        asg(OpKind.CREATE_ASSIGNMENT, "200000000001", ps="New"),
+    ]
+    plan = Plan(operations=ops)
+    obs = observed(fake)
+    [created] = apply_permission_sets(Clients(fake), plan, obs, SyncConfig(), options=opts)
+    assert created.status == "failed" and created.permission_set_arn is None
+    assert "definition is incomplete" in created.message and len(fake.permission_sets) == 1
+    [res] = apply_assignments(
+        Clients(fake),
+        plan,
+        obs,
+        SyncConfig(),
+        ps_arns=permission_set_arns(plan, obs, [created]),
+        options=opts,
+    )
+    assert res.status == "skipped"

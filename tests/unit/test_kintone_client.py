@@ -13,6 +13,7 @@ import socket
 from typing import Any
 
 import pytest
+
 from idc_sandbox import kintone as sk
 from idc_sandbox.core import FaultRule, Sandbox
 from idc_sync.kintone_apps import APP_KEYS, load_app_definition

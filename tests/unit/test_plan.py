@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import pytest
+
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
     Account,
@@ -638,3 +639,37 @@ def test_default_today_uses_the_configured_timezone() -> None:
     )
     plan, _ = compute_plan(desired, observed([state()], [held(A1)]), SyncConfig(timezone="Asia/Tokyo"))
     assert plan.operations[0].reason == "expired"
+
+
+# --------------------------------------------------------------------------- held records, full resync
+def test_held_permission_set_is_neither_updated_nor_deleted_but_assignments_follow() -> None:
+    desired = DesiredState(
+        held_permission_sets=["Dev", "Brand"],
+        assignments=[asg(A1), asg(A5, name="bob"), asg(A1, ps="Brand")],
+    )
+    obs = observed([state(stale_accounts=[A2])], [held(A1), held(A2, 1, "u-bob")])
+    plan, problems = plan_of(desired, obs)
+    # Dev exists and is managed: new assignment made, nothing deleted, no update, no PS deletion
+    assert keys(plan) == [f"create_assignment:{A5}:Dev:USER:bob"]
+    reasons = {s.key: s.reason for s in plan.skipped}
+    assert reasons[f"delete_assignment:{A2}:Dev:USER:bob"] == "kept: its permission set record has errors"
+    # Brand does not exist yet: waits for its record to be fixed, without a second problem
+    assert reasons[f"create_assignment:{A1}:Brand:USER:alice"] == "its permission set record has errors"
+    assert problems == []
+
+
+def test_full_resync_provisions_every_account_but_never_the_management_account() -> None:
+    desired = DesiredState(permission_sets={"Dev": spec(), "Root": spec("Root")})
+    obs = observed(
+        [
+            state(provisioned_accounts=[A1, A2], stale_accounts=[A2]),
+            state("Root", 2, provisioned_accounts=[MGMT, A1]),
+        ]
+    )
+    plan, problems = plan_of(desired, obs, full_resync=True)
+    assert [(op.key, op.reason) for op in plan.operations] == [
+        (f"provision_permission_set:Dev:{A1}", "full resync"),
+        (f"provision_permission_set:Dev:{A2}", "stale provisioning"),
+    ]
+    assert codes(problems) == ["provisioned_to_management_account"]
+    assert f"provision_permission_set:Root:{A1}" in {s.key for s in plan.skipped}

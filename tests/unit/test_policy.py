@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from idc_sync.policy import canonical_policy, managed_policy_arn, managed_policy_name, policies_equal
 
 POLICY = {

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+
 from idc_sync.config import AssignmentFields, PermissionSetFields, SyncConfig
 from idc_sync.model import (
     CustomerPolicyRef,

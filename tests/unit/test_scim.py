@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+
 from idc_sandbox import graph
 from idc_sandbox.core import FaultRule, Sandbox
 from idc_sync.scim import (

@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+
 from idc_sandbox.core import FaultRule, Sandbox
 from idc_sync.aws_clients import IdcClients
 from idc_sync.config import SyncConfig

@@ -1,0 +1,166 @@
+"""The real DAG against the sandbox: first sync, no-change run, record edits, policy change, dry run,
+and an interrupted apply that converges on the next run."""
+
+from __future__ import annotations
+
+import pytest
+
+from idc_sandbox import kintone as kintone_sandbox
+from idc_sandbox.core import FaultRule
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def _state(run):
+    return str(run.state).split(".")[-1].lower()
+
+
+def test_first_sync_from_empty_creates_everything_and_reports(harness):
+    before = harness.assignments()
+    run = harness.run()
+    after = harness.assignments()
+
+    assert _state(run) == "success"
+    created = after - before
+    assert len(created) >= 20, created
+    # only the managed permission set no record wants lost its assignment; unmanaged ones are untouched
+    assert {a[1] for a in before - after} == {"LegacyDeveloper"}
+    assert harness.permission_set("LegacyDeveloper") is None
+    assert harness.permission_set("AWSAdministratorAccess") is not None
+    # managed permission sets carry the ownership tag
+    ps = harness.permission_set("ReadOnly")
+    assert ps is not None and ps.tags.get("managed-by") == "idc-sync"
+    # nothing ever targeted the management account
+    mgmt = harness.sandbox.world.organization.management_account_id
+    assert not [
+        c
+        for c in harness.sandbox.calls.calls("sso-admin")
+        if mgmt in (c.params.get("AccountId"), c.params.get("TargetId"))
+    ]
+    # records with mistakes got a comment, with a mention
+    comments = harness.comments()
+    assert comments, "records with mistakes should be commented"
+    assert all(mentions for *_, mentions in comments)
+    # one Slack message summarizing the run
+    assert len(harness.slack()) == 1
+    # an audit artifact with plan and results, without secrets
+    audit = harness.last_audit()
+    assert audit["results"] and audit["plan"]["operations"]
+    text = harness.audit_files()[-1].read_text()
+    for secret in _secrets(harness):
+        assert secret not in text
+
+
+def test_second_run_without_changes_writes_nothing_and_says_nothing(harness):
+    harness.run()
+    comments, slack = len(harness.comments()), len(harness.slack())
+    harness.sandbox.calls.clear()
+    run = harness.run()
+    assert _state(run) == "success"
+    assert harness.writes() == []
+    assert len(harness.comments()) == comments
+    assert len(harness.slack()) == slack
+
+
+def test_dry_run_writes_nothing_but_the_audit(harness):
+    before = harness.assignments()
+    run = harness.run(dry_run=True)
+    assert _state(run) == "success"
+    assert harness.assignments() == before
+    assert harness.writes() == []
+    assert harness.comments() == []
+    assert harness.slack() == []
+    assert harness.last_audit()["plan"]["operations"]
+
+
+def test_record_added_edited_and_deleted_reach_idc(harness):
+    harness.run()
+    sb = harness.sandbox
+    # added: frank gets Developer in the tooling account
+    new_id = kintone_sandbox.add_record(
+        sb,
+        2,
+        {
+            "principal_type": "USER",
+            "users": ["frank@example.com"],
+            "targets": "444444444444",
+            "permission_set": "Developer",
+        },
+        user_code="frank@example.com",
+    )
+    # edited: the auditors' record loses its OU target and keeps one account
+    kintone_sandbox.update_record(sb, 2, 4, {"targets": "101010101010"}, user_code="erin@example.com")
+    # deleted: the billing viewers' record
+    kintone_sandbox.delete_record(sb, 2, 17)
+    before = harness.assignments()
+    # 7 of 23 managed assignments go: above the deletion guard's ratio, so this manual run approves it
+    run = harness.run(allow_mass_delete=True)
+    after = harness.assignments()
+
+    assert _state(run) == "success", new_id
+    assert ("444444444444", "Developer", "USER", "frank@example.com") in after - before
+    removed = before - after
+    assert ("888888888888", "BillingViewer", "USER", "mallory@example.com") in removed
+    assert {a for a in removed if a[1] == "SecurityAudit"} and (
+        "101010101010",
+        "SecurityAudit",
+        "GROUP",
+        "auditors",
+    ) in after
+    assert not [a for a in after if a[1] == "BillingViewer" and a[0] == "888888888888"]
+    assert len(harness.slack()) == 2  # one per run that changed something
+
+
+def test_policy_change_updates_and_reprovisions_every_account(harness):
+    harness.run()
+    kintone_sandbox.update_record(
+        harness.sandbox,
+        1,
+        1,
+        {"managed_policies": "ReadOnlyAccess\njob-function/ViewOnlyAccess"},
+        user_code="alice@example.com",
+    )
+    run = harness.run()
+    assert _state(run) == "success"
+    ps = harness.permission_set("ReadOnly")
+    assert "arn:aws:iam::aws:policy/job-function/ViewOnlyAccess" in ps.managed_policies
+    ic = harness.sandbox.world.identity_center
+    accounts = {a.account_id for a in ic.assignments if a.permission_set_arn == ps.arn}
+    assert accounts
+    for account in accounts:
+        assert ic.provisioned[(account, ps.arn)] == ps.version, account
+    ops = {op["kind"] for op in harness.last_audit()["plan"]["operations"]}
+    assert {"update_permission_set", "provision_permission_set"} <= ops
+
+
+def test_interrupted_apply_fails_the_run_and_the_next_run_converges(harness):
+    harness.sandbox.faults.add(
+        FaultRule(service="sso-admin", kind="outage", operation="CreateAccountAssignment", count=200)
+    )
+    run = harness.run()
+    assert _state(run) == "failed"
+    audit = harness.last_audit()
+    assert [r for r in audit["results"] if r["status"] == "failed"]
+    partial = harness.assignments()
+
+    harness.sandbox.faults.clear()
+    run = harness.run()
+    assert _state(run) == "success"
+    final = harness.assignments()
+    assert len(final) > len(partial)
+    # converged: a third run has nothing to do
+    harness.sandbox.calls.clear()
+    assert _state(harness.run()) == "success"
+    assert harness.writes() == []
+    # no duplicates: every (account, set, principal) exactly once in IdC
+    ic = harness.sandbox.world.identity_center
+    assert len(ic.assignments) == len(
+        {(a.account_id, a.permission_set_arn, a.principal_id) for a in ic.assignments}
+    )
+
+
+def _secrets(harness):
+    w = harness.sandbox.world
+    out = [tok for app in w.kintone.apps.values() for tok in app.api_tokens]
+    out += list(w.entra.clients.values())
+    return [s for s in out if s]
