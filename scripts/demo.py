@@ -94,39 +94,50 @@ class Airflow:
         raise SystemExit(f"run {run_id} did not finish within {timeout:.0f}s")
 
 
-def report(sandbox: str, before: list[dict[str, Any]], run: dict[str, Any]) -> None:
-    after = requests.get(f"{sandbox}/_sandbox/state/assignments", timeout=10).json()
-    key = lambda a: json.dumps(a, sort_keys=True)  # noqa: E731
-    b, a = {key(x) for x in before}, {key(x) for x in after}
-    added = sorted(a - b)
-    removed = sorted(b - a)
+def _get(sandbox: str, path: str) -> Any:
+    resp = requests.get(f"{sandbox}/_sandbox/{path}", timeout=10)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def _assignment_keys(sandbox: str) -> set[tuple[str, str, str, str]]:
+    rows = _get(sandbox, "state/assignments")["assignments"]
+    return {
+        (
+            r["account_id"],
+            r["permission_set"] or "?",
+            r["principal_type"],
+            r["principal_name"] or r["principal_id"],
+        )
+        for r in rows
+    }
+
+
+def report(sandbox: str, before: set[tuple[str, str, str, str]], run: dict[str, Any]) -> None:
+    after = _assignment_keys(sandbox)
+    added, removed = sorted(after - before), sorted(before - after)
     print(f"\n== IAM Identity Center: {len(added)} assignment(s) created, {len(removed)} removed ==")
-    for item in added:
-        x = json.loads(item)
-        print(
-            f"  + {x.get('account_id')}  {x.get('permission_set')}  {x.get('principal_type')} {x.get('principal')}"
-        )
-    for item in removed:
-        x = json.loads(item)
-        print(
-            f"  - {x.get('account_id')}  {x.get('permission_set')}  {x.get('principal_type')} {x.get('principal')}"
-        )
-    sets = requests.get(f"{sandbox}/_sandbox/state/permission-sets", timeout=10).json()
-    print(f"\n== Permission sets now in IAM Identity Center ({len(sets)}) ==")
+    for sign, rows in (("+", added), ("-", removed)):
+        for account, ps, ptype, who in rows:
+            print(f"  {sign} {account}  {ps:<16} {ptype:<5} {who}")
+    sets = _get(sandbox, "state/permission-sets")["permission_sets"]
+    print(f"\n== Permission sets in IAM Identity Center ({len(sets)}) ==")
     for ps in sets:
-        print(
-            f"  {ps.get('name'):<28} managed={ps.get('managed')}  {', '.join(ps.get('managed_policies', []))}"
-        )
-    comments = requests.get(f"{sandbox}/_sandbox/kintone/comments", timeout=10).json()
-    print(f"\n== kintone comments written ({len(comments)}) ==")
-    for c in comments:
-        mentions = " ".join("@" + m.get("code", "") for m in c.get("mentions", []))
-        print(f"--- app {c.get('app')} record {c.get('record')} {mentions}\n{c.get('text')}")
-    slack = requests.get(f"{sandbox}/_sandbox/slack/messages", timeout=10).json()
-    print(f"\n== Slack messages ({len(slack)}) ==")
-    for m in slack:
-        payload = m.get("payload", m)
-        print(payload.get("text"))
+        owner = "idc-sync" if ps["tags"].get("managed-by") == "idc-sync" else "not managed (left alone)"
+        policies = ", ".join(p.rsplit("/", 1)[-1] for p in ps["managed_policies"])
+        print(f"  {ps['name']:<24} {ps['session_duration']:<5} {owner:<26} {policies}")
+    print("\n== kintone comments ==")
+    for app in (1, 2):
+        for record, comments in _get(sandbox, f"kintone/comments?app={app}")["records"].items():
+            for c in comments:
+                mentions = " ".join("@" + m.get("code", "") for m in c.get("mentions", []))
+                print(f"--- app {app} record {record} {mentions}")
+                print(c.get("text", ""))
+    messages = _get(sandbox, "slack/messages")["messages"]
+    print(f"\n== Slack ({len(messages)} message(s)) ==")
+    for m in messages:
+        payload = m["payload"]
+        print(payload.get("text", ""))
         for block in payload.get("blocks", [])[1:]:
             print(block.get("text", {}).get("text", ""))
     print(f"\n== Run {run['dag_run_id']}: {run['state']} ==")
@@ -167,6 +178,8 @@ def main() -> int:
     env.update(
         {
             "PYTHONPATH": f"{REPO / 'include'}:{REPO / 'plugins'}",
+            # `airflow standalone` starts its components as `airflow ...` commands: the venv's must win
+            "PATH": f"{Path(python).parent}:{os.environ.get('PATH', '')}",
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
@@ -208,7 +221,7 @@ def main() -> int:
             )
         )
         wait_for(f"{sandbox}/_health", "the sandbox", 60, procs[-1])
-        before = requests.get(f"{sandbox}/_sandbox/state/assignments", timeout=10).json()
+        before = _assignment_keys(sandbox)
 
         print(f"starting Airflow standalone on {airflow_url} (log: {STATE}/airflow.log)")
         subprocess.run([python, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
