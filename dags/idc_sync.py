@@ -83,6 +83,16 @@ DEFAULT_ARGS: dict[str, Any] = {
             title="Full resync",
             description="Re-read everything and re-provision every managed permission set.",
         ),
+        "adopt_permission_sets": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="Adopt existing permission sets",
+            description="Names of existing permission sets WITHOUT the ownership tag to hand over to idc-sync "
+            "(one per line). Each is tagged managed-by=idc-sync before the plan, only if a kintone record "
+            "defines it and it is not provisioned to the management account; from then on it and its "
+            "assignments follow kintone. Logged and kept in the audit artifact.",
+        ),
         "skip_scim_check": Param(
             False,
             type="boolean",
@@ -144,7 +154,8 @@ def idc_sync() -> None:
         "assignment(s) / permission set(s)",
         body="{{ ti.xcom_pull(task_ids='deletion_guard', key='table') }}",
         defaults="Reject",
-        response_timeout=dt.timedelta(hours=4),
+        # Without an answer in time the default (Reject) applies: creations/updates go ahead, no deletion.
+        response_timeout=settings.approval_timeout(),
     )
     deletions_approved = EmptyOperator(task_id="deletions_approved")
 

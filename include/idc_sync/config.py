@@ -51,6 +51,9 @@ class SyncConfig(BaseModel):
     # The ratio rule only counts from this many deletions on: in a small estate one deletion is a
     # large share but never a "mass" deletion worth waking someone for.
     deletion_ratio_floor: int = 5
+    # How long approve_deletions waits for a human before its default (Reject) applies. Read when the DAG
+    # is parsed (from $IDC_SYNC_CONFIG or $IDC_SYNC_APPROVAL_TIMEOUT_MINUTES, never the Variable).
+    approval_timeout_minutes: float = 240
     timezone: str = "Asia/Tokyo"  # the day in which expires_on ends
     expiry_reminder_days: int = 3
     language: Literal["ja", "en"] = "ja"

@@ -9,38 +9,53 @@ touches the record itself (writing to the record would change its revision and l
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from idc_sync import messages
 from idc_sync.model import OpResult, Plan, Problem, RecordRef
 
 RESOLVED = "resolved"
+INFO_PREFIX = "info:"  # state value of a record whose last comment carried only notes ("info" problems)
 
 _HEADERS = {
     "ja": {
         "problems": "[idc-sync] このレコードの内容を AWS IAM Identity Center に反映できませんでした。",
-        "pending": "[idc-sync] このレコードの一部は反映待ちです。",
+        "warnings": "[idc-sync] このレコードは AWS IAM Identity Center に反映されました。次の点をご確認ください。",
+        "pending": "[idc-sync] このレコードの一部は反映待ちです（エラーではありません）。",
+        "info": "[idc-sync] このレコードについてのお知らせです。",
         "resolved": "[idc-sync] 問題は解消され、このレコードの内容は AWS IAM Identity Center に反映されました。",
         "error": "エラー",
         "warning": "注意",
         "pending_label": "反映待ち",
-        "info": "お知らせ",
+        "info_label": "お知らせ",
         "footer": "レコードを修正すると、次回の同期（10分ごと）で再確認します。",
+        "footer_pending": "反映され次第、このレコードでお知らせします。",
+        "footer_info": "",
     },
     "en": {
         "problems": "[idc-sync] This record could not be fully applied to AWS IAM Identity Center.",
-        "pending": "[idc-sync] Part of this record is waiting to be applied.",
+        "warnings": "[idc-sync] This record is applied to AWS IAM Identity Center. Please check the following.",
+        "pending": "[idc-sync] Part of this record is waiting to be applied (not an error).",
+        "info": "[idc-sync] A note about this record.",
         "resolved": "[idc-sync] Resolved: this record is now applied to AWS IAM Identity Center.",
         "error": "Error",
         "warning": "Warning",
         "pending_label": "Pending",
-        "info": "Note",
+        "info_label": "Note",
         "footer": "Edit the record and the next sync (every 10 minutes) checks it again.",
+        "footer_pending": "This record is told when it is applied.",
+        "footer_info": "",
     },
 }
-_LABEL = {"error": "error", "warning": "warning", "pending": "pending_label", "info": "info"}
+_LABEL = {"error": "error", "warning": "warning", "pending": "pending_label", "info": "info_label"}
+_ORDER = {"error": 0, "pending": 1, "warning": 2, "info": 3}
+
+# Codes whose English message carries volatile text (an AWS error with a request id...): their identity in
+# a fingerprint is these params instead, so the same failure every run is not a "changed" problem.
+_FINGERPRINT_PARAMS: dict[str, tuple[str, ...]] = {"apply_failed": ("operation", "key")}
 
 
 class Comment(BaseModel):
@@ -57,40 +72,72 @@ class FeedbackPlan(BaseModel):
     state: dict[str, str] = Field(default_factory=dict)  # record key -> fingerprint after this run
 
 
+def problem_fingerprint(problem: Problem) -> str:
+    keys = _FINGERPRINT_PARAMS.get(problem.code)
+    if keys and all(problem.params.get(k) is not None for k in keys):
+        return f"{problem.severity}:{problem.code}:" + "|".join(str(problem.params[k]) for k in keys)
+    return problem.fingerprint
+
+
 def record_fingerprint(problems: Iterable[Problem]) -> str:
-    """Stable digest of a record's set of problems (order-insensitive)."""
-    lines = sorted({p.fingerprint for p in problems})
+    """Stable digest of a record's set of problems (order-insensitive, language-independent)."""
+    lines = sorted({problem_fingerprint(p) for p in problems})
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 def group_by_record(problems: Iterable[Problem]) -> dict[str, tuple[RecordRef, list[Problem]]]:
+    """Record-level problems by record key (deduplicated); run-level ones (``record=None``) are left out:
+    they are for admins (Slack), never for a record."""
     grouped: dict[str, tuple[RecordRef, list[Problem]]] = {}
     for problem in problems:
         if problem.record is None:
             continue
         _, items = grouped.setdefault(problem.record.key, (problem.record, []))
-        if problem.fingerprint not in {p.fingerprint for p in items}:
+        if problem_fingerprint(problem) not in {problem_fingerprint(p) for p in items}:
             items.append(problem)
     return grouped
 
 
-def render_comment(ref: RecordRef, problems: list[Problem], language: str) -> str:
-    texts = _HEADERS.get(language, _HEADERS["en"])
-    only_pending = all(p.severity == "pending" for p in problems)
-    lines = [texts["pending"] if only_pending else texts["problems"], ""]
-    order = {"error": 0, "pending": 1, "warning": 2, "info": 3}
-    for p in sorted(problems, key=lambda p: (order.get(p.severity, 9), p.code, p.message)):
-        lines.append(f"- [{texts[_LABEL[p.severity]]}] {p.message}")
-    lines += ["", texts["footer"]]
+def _texts(language: str) -> dict[str, str]:
+    return _HEADERS.get(language, _HEADERS["en"])
+
+
+def render_comment(
+    ref: RecordRef | None, problems: list[Problem], language: str, *, resolved: bool = False
+) -> str:
+    """The comment text: a header saying what kind of news this is, one line per problem in the reader's
+    language (what is wrong and what to do), and a footer. ``resolved``: the record's errors are gone and
+    only notes remain (the header says so)."""
+    texts = _texts(language)
+    severities = {p.severity for p in problems}
+    if resolved:
+        header, footer = texts["resolved"], texts["footer_info"]
+    elif "error" in severities:
+        header, footer = texts["problems"], texts["footer"]
+    elif "pending" in severities:  # waiting is the news; warnings below are advice
+        header, footer = texts["pending"], texts["footer_pending"]
+    elif "warning" in severities:
+        header, footer = texts["warnings"], texts["footer"]
+    else:
+        header, footer = texts["info"], texts["footer_info"]
+    lines = [header, ""]
+    for p in sorted(problems, key=lambda p: (_ORDER.get(p.severity, 9), p.code, p.message)):
+        text = messages.render_problem(p, language)
+        lines.append(f"- [{texts[_LABEL.get(p.severity, 'error')]}] {text}")
+    if footer:
+        lines += ["", footer]
     return "\n".join(lines)
 
 
-def mentions_for(ref: RecordRef) -> list[dict[str, str]]:
+def mentions_for(ref: RecordRef | None) -> list[dict[str, str]]:
+    """The record's people (last modifier first, then the permission set's owners), deduplicated, at
+    most 10 (kintone's limit)."""
     seen: list[str] = []
-    for code in ref.mentions:
+    for code in ref.mentions if ref is not None else ():
+        code = code.strip()
         if code and code not in seen:
             seen.append(code)
-    return [{"code": c, "type": "USER"} for c in seen[:10]]  # kintone allows at most 10 mentions
+    return [{"code": c, "type": "USER"} for c in seen[:10]]
 
 
 def plan_feedback(
@@ -100,45 +147,64 @@ def plan_feedback(
     language: str,
     live_records: set[str] | None = None,
     app_ids: dict[str, str] | None = None,
+    refs: Mapping[str, RecordRef] | None = None,
+    complete: bool = True,
 ) -> FeedbackPlan:
-    """Comments to post and the new state.
+    """Comments to post and the new state (DESIGN rule 5: a comment when a record's problems appear,
+    change or are resolved; never the same comment twice).
 
-    ``previous`` maps record keys to the fingerprint last commented. A record whose problems are gone
-    gets one "resolved" comment if it still exists (``live_records``: keys of records read this run;
-    ``app_ids``: app key -> kintone app id, to address it).
+    ``previous`` maps record keys to what was last said: a fingerprint of the record's problems,
+    ``"info:<fp>"`` when only notes were said, or ``"resolved"``. A record whose problems are gone gets one
+    "resolved" comment if it still exists (``live_records``: keys of records read this run; ``app_ids``:
+    app key -> kintone app id, to address it; ``refs``: record key -> ref, to mention its people).
+    Notes (severity "info", e.g. an expiry reminder) are said once; their disappearance says nothing.
+    ``complete=False`` (some checks could not run, e.g. Access Analyzer was down): a missing problem may
+    only be unchecked, so no "resolved" comment is posted and what was last said is kept.
     """
     grouped = group_by_record(problems)
     out = FeedbackPlan()
+
+    def comment(ref: RecordRef | None, key: str, text: str, fp: str) -> Comment:
+        app_key, _, record_id = key.partition(":")
+        return Comment(
+            app_id=ref.app_id if ref is not None else (app_ids or {}).get(app_key, ""),
+            record_id=ref.record_id if ref is not None else record_id,
+            record_key=key,
+            text=text,
+            mentions=mentions_for(ref),
+            fingerprint=fp,
+        )
+
     for key, (ref, items) in sorted(grouped.items()):
+        before = previous.get(key)
+        if all(p.severity == "info" for p in items):
+            fp = INFO_PREFIX + record_fingerprint(items)
+            out.state[key] = fp
+            if before == fp:
+                continue
+            # errors that were last said and are now gone: say "resolved" along with the note
+            was_problem = before is not None and before != RESOLVED and not before.startswith(INFO_PREFIX)
+            if was_problem and not complete and before is not None:
+                out.state[key] = before  # maybe only unchecked: keep the last word
+                continue
+            text = render_comment(ref, items, language, resolved=was_problem)
+            out.comments.append(comment(ref, key, text, fp))
+            continue
         fp = record_fingerprint(items)
         out.state[key] = fp
-        if previous.get(key) != fp:
-            out.comments.append(
-                Comment(
-                    app_id=ref.app_id,
-                    record_id=ref.record_id,
-                    record_key=key,
-                    text=render_comment(ref, items, language),
-                    mentions=mentions_for(ref),
-                    fingerprint=fp,
-                )
-            )
+        if before != fp:
+            out.comments.append(comment(ref, key, render_comment(ref, items, language), fp))
+
     for key, fp in previous.items():
-        if key in grouped or fp == RESOLVED:
-            continue
+        if key in grouped or fp == RESOLVED or fp.startswith(INFO_PREFIX):
+            continue  # notes disappear silently
         if live_records is not None and key not in live_records:
             continue  # the record was deleted: nobody to tell
+        if not complete:
+            out.state[key] = fp
+            continue
         out.state[key] = RESOLVED
-        app_key, _, record_id = key.partition(":")
-        out.comments.append(
-            Comment(
-                app_id=(app_ids or {}).get(app_key, ""),
-                record_id=record_id,
-                record_key=key,
-                text=_HEADERS.get(language, _HEADERS["en"])["resolved"],
-                fingerprint=RESOLVED,
-            )
-        )
+        out.comments.append(comment((refs or {}).get(key), key, _texts(language)["resolved"], RESOLVED))
     # keep resolved markers only for records that still exist, so the state does not grow forever
     for key, fp in previous.items():
         if fp == RESOLVED and key not in out.state and (live_records is None or key in live_records):

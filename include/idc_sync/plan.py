@@ -5,8 +5,11 @@ the audit artifact and applied by later tasks. Every safety rule that can be dec
 is decided here, once:
 
 * the management account is never the target of an operation (rule 1); a managed permission set that is
-  provisioned to it is not updated or re-provisioned (the delegated administrator cannot) and the record
-  is told to use a separate permission set for member accounts;
+  provisioned to it cannot be touched at all from the delegated administrator (IdC refuses every write on
+  it, assignments in member accounts included), so *none* of its operations is planned (updates,
+  provisioning, assignment creations and deletions, its deletion): they are skipped with reason
+  ``"provisioned to the management account"`` and its record is told, once, to use a separate permission
+  set for member accounts;
 * only permission sets carrying the ownership tag, and their assignments, are created/changed/deleted
   (rule 2); a kintone record naming an existing unmanaged permission set gets a problem instead;
 * principals not yet in IdC are *pending* (rule 4): skipped, never an error here;
@@ -14,6 +17,25 @@ is decided here, once:
 * a permission set whose kintone record has errors (``desired.held_permission_sets``, or a problem on a
   permission set record naming it) is neither updated nor deleted and loses no assignments; assignments
   of records that still name a non-ACTIVE account or an unknown permission set are not deleted either.
+
+**Drift** (hand-made changes in IdC on managed permission sets) is told apart from kintone edits with a
+small memory the caller keeps between runs (``PlanMemory``, built by ``next_memory``):
+
+* assignments: the keys (account, permission set, principal) that kintone asked for in any earlier run
+  and that still exist in IdC. A managed assignment that no record wants *and* that is not in that
+  memory was never asked for in kintone: it was added by hand, so its deletion has a reason starting
+  with ``"drift:"``. One that is in the memory lost its record (deleted record: ``"not in kintone"``;
+  expired record: ``"expired"``).
+* permission sets: per name, a digest of the kintone definition that was last seen *in place* in IdC.
+  When IdC differs from kintone while the kintone definition is still that one, someone changed the
+  permission set by hand: the update's reason starts with ``"drift:"``; otherwise the record was edited
+  (``"differs from kintone"``).
+
+Without a memory (first run) nothing is called drift. ``feedback.slack_message`` lists drift operations.
+
+**Expiring access**: an assignment record whose ``expires_on`` falls within ``config.expiry_reminder_days``
+(today included) gets an ``info`` problem ``access_expiring`` (params ``date``, ``accounts``); its text
+does not change from day to day, so the record is told exactly once (feedback fingerprints).
 
 ``full_resync=True`` additionally re-provisions every managed permission set to every (in-scope, member)
 account it is provisioned to, with reason ``"full resync"``.
@@ -32,6 +54,7 @@ the principal id when its name is unknown), ``delete_permission_set:<ps>``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from collections import defaultdict
@@ -39,6 +62,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
+from pydantic import BaseModel, Field
 
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
@@ -63,7 +87,30 @@ from idc_sync.model import (
 from idc_sync.policy import canonical_policy, managed_policy_name
 
 DRIFT_REPORT = "drift (report mode)"
+DRIFT_ASSIGNMENT = "drift: added by hand in IAM Identity Center (no kintone record asks for it)"
+DRIFT_PERMISSION_SET = "drift: changed by hand in IAM Identity Center"
 PRINCIPAL_PENDING = "principal_pending"
+MANAGEMENT_BLOCKED = "provisioned to the management account"
+
+
+class PlanMemory(BaseModel):
+    """What earlier runs saw, to tell hand-made changes (drift) from kintone edits. JSON-serializable."""
+
+    # "account:permission set name:USER|GROUP:principal id" kintone asked for and still in IdC
+    assignments: list[str] = Field(default_factory=list)
+    # permission set name -> digest of the kintone definition last seen in place in IdC
+    permission_sets: dict[str, str] = Field(default_factory=dict)
+
+
+def assignment_memory_key(account_id: str, ps_name: str, principal_type: str, principal_id: str) -> str:
+    return f"{account_id}:{ps_name}:{principal_type}:{principal_id}"
+
+
+def spec_digest(spec: PermissionSetSpec) -> str:
+    """Digest of a kintone permission set definition (record metadata excluded)."""
+    data = spec.model_dump(mode="json", exclude={"record"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
 
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _DURATION_RE = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?$")
@@ -180,6 +227,7 @@ class _Planner:
         today: dt.date,
         drift_mode: str,
         full_resync: bool = False,
+        memory: PlanMemory | None = None,
     ) -> None:
         if drift_mode not in ("enforce", "report"):
             raise ValueError(f"drift_mode must be 'enforce' or 'report', not {drift_mode!r}")
@@ -209,7 +257,15 @@ class _Planner:
             if k in ("name", "permission_set", "permission_set_name") and v
         }
         self.protected_ps |= set(desired.held_permission_sets)  # records.py: record exists, has errors
-        self.blocked_ps: set[str] = set()  # managed ps provisioned to the management account
+        # Managed permission sets provisioned to the management account: IdC refuses every write on them
+        # from the delegated administrator, so none of their operations is planned.
+        self.blocked_ps: set[str] = {
+            s.name
+            for s in observed.permission_sets.values()
+            if s.managed and (self.mgmt in s.provisioned_accounts or self.mgmt in s.stale_accounts)
+        }
+        self.memory = memory
+        self.known_assignments = set(memory.assignments) if memory is not None else None
 
     # ------------------------------------------------------------------ helpers
     def problem(
@@ -287,31 +343,28 @@ class _Planner:
         everywhere = sorted(set(state.provisioned_accounts) | set(state.stale_accounts))
         provision_to = everywhere if (changes or self.full_resync) else stale
         provision_to = [a for a in provision_to if self.account_in_scope(a) and a != self.mgmt]
-        if self.mgmt in state.provisioned_accounts or self.mgmt in state.stale_accounts:
-            self.blocked_ps.add(name)
-            if changes or provision_to:
-                if changes:
-                    self.skip(
-                        f"update_permission_set:{name}", "provisioned to the management account", spec.record
-                    )
-                for account in provision_to:
-                    self.skip(
-                        f"provision_permission_set:{name}:{account}",
-                        "provisioned to the management account",
-                        spec.record,
-                    )
-                self.problem(
-                    "provisioned_to_management_account",
-                    f"Permission set {name} is provisioned to the management account {self.mgmt}, so it cannot be "
-                    "changed or re-provisioned from the delegated administrator. Use a separate permission set "
-                    "for member accounts (the management account's access is managed elsewhere).",
-                    record=spec.record,
-                    permission_set=name,
-                    account_id=self.mgmt,
-                )
+        if name in self.blocked_ps:
+            if changes:
+                self.skip(f"update_permission_set:{name}", MANAGEMENT_BLOCKED, spec.record)
+            for account in provision_to:
+                self.skip(f"provision_permission_set:{name}:{account}", MANAGEMENT_BLOCKED, spec.record)
+            # Said on every run with the same text: the record is commented once (feedback fingerprints).
+            self.problem(
+                "provisioned_to_management_account",
+                f"Permission set {name} is provisioned to the management account {self.mgmt}, so it cannot be "
+                "changed, re-provisioned or assigned from the delegated administrator: its changes and "
+                "assignments are skipped. Use a separate permission set for member accounts (the management "
+                "account's access is managed elsewhere).",
+                record=spec.record,
+                permission_set=name,
+                account_id=self.mgmt,
+            )
             return
+        known = self.memory.permission_sets.get(name) if self.memory is not None else None
+        drift = bool(changes) and known is not None and known == spec_digest(spec)
         if changes and self.report:
-            self.skip(f"update_permission_set:{name}", DRIFT_REPORT, spec.record)
+            why = f"{DRIFT_REPORT}: changed by hand ({', '.join(sorted(changes))})" if drift else DRIFT_REPORT
+            self.skip(f"update_permission_set:{name}", why, spec.record)
             for account in provision_to:
                 self.skip(f"provision_permission_set:{name}:{account}", DRIFT_REPORT, spec.record)
             return
@@ -324,7 +377,9 @@ class _Planner:
                     permission_set_arn=state.arn,
                     spec=spec,
                     changes=changes,
-                    reason="differs from kintone",
+                    reason=f"{DRIFT_PERMISSION_SET} ({', '.join(sorted(changes))})"
+                    if drift
+                    else "differs from kintone",
                     records=records,
                 )
             )
@@ -512,7 +567,33 @@ class _Planner:
                         "record": a.record,
                     }
                 )
+            self._remind_expiry(a, accounts, expired)
         return rows, protected
+
+    def _remind_expiry(self, a: AssignmentSpec, accounts: list[str], expired: bool) -> None:
+        """An ``info`` reminder on the record during the last ``expiry_reminder_days`` days (today included).
+
+        The text only names the date and the accounts (never "in N days"), so it is the same on every run
+        and the record is commented once.
+        """
+        if a.expires_on is None or expired or not accounts:
+            return
+        if (a.expires_on - self.today).days > self.config.expiry_reminder_days:
+            return
+        who = f"{'User' if a.principal_type == 'USER' else 'Group'} {a.principal_name}"
+        where = ", ".join(accounts)
+        self.problem(
+            "access_expiring",
+            f"Access ends soon: {who} with {a.permission_set_name} in {where} is removed after "
+            f"{a.expires_on.isoformat()} ({self.config.timezone}). To keep it, move expires_on later.",
+            severity="info",
+            record=a.record,
+            date=a.expires_on.isoformat(),
+            expires_on=a.expires_on.isoformat(),
+            accounts=where,
+            principal=f"{a.principal_type}:{a.principal_name}",
+            permission_set=a.permission_set_name,
+        )
 
     def _observed_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -573,6 +654,13 @@ class _Planner:
                 if not row["active"]:
                     continue  # expired and never created (or already removed)
                 name = row["principal_name"]
+                if ps in self.blocked_ps:
+                    self.skip(
+                        f"create_assignment:{account}:{ps}:{ptype}:{name}",
+                        MANAGEMENT_BLOCKED,
+                        (list(row["active_records"]) or [None])[0],
+                    )
+                    continue
                 self.add_op(
                     Operation(
                         key=f"create_assignment:{account}:{ps}:{ptype}:{name}",
@@ -597,7 +685,14 @@ class _Planner:
             records = list(row["records"]) if expired else []
             record = records[0] if records else None
             ident = (account, ps, ptype, row["principal_id"])
-            if ps in self.protected_ps:
+            drift = (
+                not expired
+                and self.known_assignments is not None
+                and assignment_memory_key(*ident) not in self.known_assignments
+            )
+            if ps in self.blocked_ps:
+                self.skip(key, MANAGEMENT_BLOCKED, record)
+            elif ps in self.protected_ps:
                 self.skip(key, "kept: its permission set record has errors", record)
             elif ident in protected:
                 self.skip(
@@ -606,7 +701,7 @@ class _Planner:
                     record,
                 )
             elif self.report:
-                self.skip(key, DRIFT_REPORT, record)
+                self.skip(key, f"{DRIFT_REPORT}: added by hand" if drift else DRIFT_REPORT, record)
             else:
                 self.add_op(
                     Operation(
@@ -618,7 +713,7 @@ class _Planner:
                         principal_type=ptype,
                         principal_id=row["principal_id"],
                         principal_name=name,
-                        reason="expired" if expired else "not in kintone",
+                        reason="expired" if expired else (DRIFT_ASSIGNMENT if drift else "not in kintone"),
                         records=records,
                     )
                 )
@@ -645,8 +740,8 @@ class _Planner:
             if name in self.protected_ps:
                 self.skip(key, "kept: its permission set record has errors")
                 continue
-            if self.mgmt in state.provisioned_accounts:
-                self.skip(key, "provisioned to the management account")
+            if name in self.blocked_ps:
+                self.skip(key, MANAGEMENT_BLOCKED)
                 self.problem(
                     "provisioned_to_management_account",
                     f"Managed permission set {name} is no longer in kintone but is provisioned to the management "
@@ -704,6 +799,7 @@ def compute_plan(
     today: dt.date | None = None,
     drift_mode: str = "enforce",
     full_resync: bool = False,
+    memory: PlanMemory | None = None,
 ) -> tuple[Plan, list[Problem]]:
     """The ordered plan (operations by ``OP_ORDER`` then key) and the problems found while planning.
 
@@ -711,15 +807,76 @@ def compute_plan(
     ``config.timezone``; an assignment whose ``expires_on`` is before it is no longer desired.
     ``full_resync`` re-provisions every managed permission set to every account it is provisioned to (in
     scope, never the management account), repairing changes made to the roles inside the accounts.
+    ``memory`` (from ``next_memory`` of the previous run) lets the plan mark hand-made changes as drift.
     """
     effective = scope or observed.scope or Scope()
     if observed.scoped and effective.is_full:
         raise ValueError("the observed state was read with a scope; pass the same scope to compute_plan")
     planner = _Planner(
-        desired, observed, config, effective, today or today_in(config.timezone), drift_mode, full_resync
+        desired,
+        observed,
+        config,
+        effective,
+        today or today_in(config.timezone),
+        drift_mode,
+        full_resync,
+        memory,
     )
     plan = planner.plan()
     return plan, planner.problems
+
+
+def next_memory(
+    previous: PlanMemory | None,
+    desired: DesiredState,
+    observed: ObservedState,
+    config: SyncConfig,
+    *,
+    scope: Scope | None = None,
+    today: dt.date | None = None,
+) -> PlanMemory:
+    """The memory to keep for the next run (see the module docstring, "Drift").
+
+    Assignments: what kintone asks for now (expired included) plus what earlier runs remembered and
+    still exists in IdC. Permission sets: the kintone definition of every managed set that IdC matches
+    now; others keep their previous entry. A scoped run only adds (it did not read everything).
+    """
+    effective = scope or observed.scope or Scope()
+    planner = _Planner(
+        desired, observed, config, effective, today or today_in(config.timezone), "enforce", False, None
+    )
+    rows, _ = planner._desired_rows()
+    wanted = {
+        assignment_memory_key(r["account_id"], r["ps_name"], r["principal_type"], r["principal_id"])
+        for r in rows
+    }
+    before = set(previous.assignments) if previous is not None else set()
+    if effective.is_full and not observed.scoped:
+        existing = {
+            assignment_memory_key(s.account_id, st.name, s.principal_type, s.principal_id)
+            for s in observed.assignments
+            if (st := planner.by_arn.get(s.permission_set_arn)) is not None
+        }
+        kept = wanted | (before & existing)
+    else:
+        kept = wanted | before
+    sets = dict(previous.permission_sets) if previous is not None else {}
+    for name, spec in desired.permission_sets.items():
+        state = observed.permission_sets.get(name)
+        if state is not None and state.managed and not permission_set_changes(spec, state):
+            sets[name] = spec_digest(spec)
+    sets = {n: d for n, d in sets.items() if n in observed.permission_sets or n in desired.permission_sets}
+    return PlanMemory(assignments=sorted(kept), permission_sets=sets)
+
+
+def remember_applied(memory: PlanMemory, plan: Plan, succeeded: set[str]) -> PlanMemory:
+    """After apply: the permission sets this run created or updated (op keys in ``succeeded``) are now
+    in place as kintone defines them, so a hand-made change right after is drift on the next run."""
+    sets = dict(memory.permission_sets)
+    for op in plan.of_kind(OpKind.CREATE_PERMISSION_SET, OpKind.UPDATE_PERMISSION_SET):
+        if op.key in succeeded and op.spec is not None:
+            sets[op.permission_set_name] = spec_digest(op.spec)
+    return memory.model_copy(update={"permission_sets": sets})
 
 
 # --------------------------------------------------------------------------- rendering

@@ -11,7 +11,10 @@ admins must hear it. So the DAG reads the job through Microsoft Graph and turns 
   The client secret never appears in messages, reprs or logs.
 - :func:`evaluate_jobs` -> :class:`ScimVerdict` (healthy / unhealthy / unknown + a precise reason).
 - :func:`check_scim_health`: Graph call + evaluation; Graph failures become an unhealthy verdict.
-- :func:`principal_pending_or_error`: safety rule 4 of DESIGN.md.
+- :func:`principal_pending_or_error`: safety rule 4 of DESIGN.md; :func:`escalate_missing_principals`
+  applies it to the plan's ``principal_not_found`` problems (an error then says what to check).
+- :func:`scim_transition` / :func:`scim_state_after` / :func:`scim_alert_text`: admins hear once when SCIM
+  turns unhealthy and once when it recovers, not every run (the last status is kept across runs).
 
 Plain Python (no Airflow import): the sensor, the trigger and the tests all use it directly.
 """
@@ -28,6 +31,8 @@ from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, Field
+
+from idc_sync.model import Problem
 
 log = logging.getLogger(__name__)
 
@@ -524,3 +529,136 @@ def principal_pending_or_error(
         record_time = record_time.replace(tzinfo=dt.UTC)
     grace = grace_period(verdict, grace_cycles, default_interval_minutes)
     return "error" if now - record_time > grace else "pending"
+
+
+def _status_of(verdict: ScimVerdict | dict[str, Any] | None) -> str:
+    if isinstance(verdict, ScimVerdict):
+        return verdict.status
+    return str((verdict or {}).get("status") or "unknown")
+
+
+def _reason_of(verdict: ScimVerdict | dict[str, Any] | None) -> str:
+    if isinstance(verdict, ScimVerdict):
+        return verdict.reason
+    return str((verdict or {}).get("reason") or "")
+
+
+def escalate_missing_principals(
+    problems: list[Problem],
+    verdict: ScimVerdict | dict[str, Any] | None,
+    now: dt.datetime,
+    *,
+    grace_cycles: int = 2,
+    default_interval_minutes: int = DEFAULT_INTERVAL_MINUTES,
+) -> list[Problem]:
+    """Apply :func:`principal_pending_or_error` to the plan's ``principal_not_found`` problems.
+
+    The plan reports every missing principal as *pending* ("not in IAM Identity Center yet"). One that is
+    due (SCIM healthy, record older than the grace period) becomes an *error* whose message says what to
+    check, because waiting longer will not help: the user/group is not in scope of the provisioning job, or
+    the name in kintone does not match. The record's age is its last update (else its creation): editing
+    the name restarts the grace period.
+    """
+    grace = grace_period(verdict, grace_cycles, default_interval_minutes)
+    out: list[Problem] = []
+    for problem in problems:
+        ref = problem.record
+        if problem.code == "principal_not_found" and ref is not None:
+            seen = ref.updated_at or ref.created_at or now
+            if (
+                principal_pending_or_error(
+                    verdict,
+                    seen,
+                    now,
+                    grace_cycles=grace_cycles,
+                    default_interval_minutes=default_interval_minutes,
+                )
+                == "error"
+            ):
+                problem = problem.model_copy(
+                    update={
+                        "severity": "error",
+                        "message": missing_principal_error(
+                            str(problem.params.get("principal_type") or "USER"),
+                            str(problem.params.get("principal_name") or "?"),
+                            grace,
+                        ),
+                    }
+                )
+        out.append(problem)
+    return out
+
+
+def missing_principal_error(principal_type: str, name: str, grace: dt.timedelta) -> str:
+    """The record error for a principal still missing after the grace period while SCIM is healthy."""
+    waited = f"Entra ID provisioning is working and this record is older than {_ago(grace)}"
+    if principal_type == "GROUP":
+        return (
+            f"Group {name} is not in IAM Identity Center, although {waited}. Check that a group with exactly "
+            "this name exists in Entra ID and is assigned to the AWS IAM Identity Center enterprise "
+            "application, or correct the group name in this record."
+        )
+    return (
+        f"User {name} is not in IAM Identity Center, although {waited}. Check that this user exists in "
+        "Entra ID with exactly this user name and is assigned to the AWS IAM Identity Center enterprise "
+        "application (directly or through an assigned group), or correct the user in this record."
+    )
+
+
+# --------------------------------------------------------------------------- admin alert, once per change
+ScimTransition = Literal["turned_unhealthy", "recovered"]
+
+
+def scim_transition(
+    previous: str | None, verdict: ScimVerdict | dict[str, Any] | None
+) -> ScimTransition | None:
+    """What admins must be told, given the last *known* status (``None``: never checked) and this verdict.
+
+    ``turned_unhealthy``: unhealthy now, not unhealthy at the last check (a first check that finds it
+    broken alerts too). ``recovered``: healthy now after an unhealthy check. Otherwise ``None``: a status
+    that persists is not repeated every ten minutes, and an ``unknown`` verdict (check skipped or failed to
+    run) neither alerts nor counts as a change.
+    """
+    status = _status_of(verdict)
+    if status == "unhealthy" and previous != "unhealthy":
+        return "turned_unhealthy"
+    if status == "healthy" and previous == "unhealthy":
+        return "recovered"
+    return None
+
+
+def scim_state_after(
+    previous: dict[str, Any], verdict: ScimVerdict | dict[str, Any] | None, now: dt.datetime
+) -> dict[str, Any]:
+    """The persisted SCIM state (``audit.SCIM_STATE``) after this verdict: last known status, since when,
+    and the reason that was alerted. An ``unknown`` verdict keeps the previous state."""
+    status = _status_of(verdict)
+    if status not in ("healthy", "unhealthy"):
+        return dict(previous)
+    if previous.get("status") == status:
+        return {**previous, "checked_at": now.isoformat()}
+    return {
+        "status": status,
+        "since": now.isoformat(),
+        "reason": _reason_of(verdict),
+        "checked_at": now.isoformat(),
+    }
+
+
+def scim_alert_text(
+    transition: ScimTransition, verdict: ScimVerdict | dict[str, Any] | None, previous: dict[str, Any]
+) -> str:
+    """The Slack text of a SCIM transition (starts with a stable prefix admins and tests can filter on)."""
+    reason = _reason_of(verdict)
+    if transition == "turned_unhealthy":
+        return (
+            f"{SCIM_ALERT_PREFIX} Entra SCIM provisioning to IAM Identity Center is UNHEALTHY: {reason}. "
+            "New users and groups are not being provisioned; kintone records naming them stay pending "
+            "(no errors are sent to requesters) until it recovers. You will get one message when it does."
+        )
+    since = _parse_time(previous.get("since"))
+    was = f" (unhealthy since {since:%Y-%m-%d %H:%M} UTC)" if since else ""
+    return f"{SCIM_ALERT_PREFIX} Entra SCIM provisioning recovered{was}: {reason}."
+
+
+SCIM_ALERT_PREFIX = "[idc-sync SCIM]"

@@ -62,12 +62,13 @@ Problem codes (``params`` always include ``permission_set``; severity "error" un
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from importlib import resources
@@ -625,11 +626,17 @@ def validate_permission_sets(
     max_attempts: int = 5,
     workers: int = 4,
     log: logging.Logger | None = None,
+    analyzer_cache: MutableMapping[str, Any] | None = None,
 ) -> ValidationReport:
     """Check the permission sets of ``desired`` (or only the names in ``only``: pass the sets the plan
     creates or updates, a run reads only what it must). ``clients=None`` runs the local checks only.
 
     Returns the problems and the names of the blocked permission sets (any problem of severity error).
+
+    ``analyzer_cache`` (optional, mutable): Access Analyzer answers by :func:`analyzer_cache_key` of the
+    policy text, kept by the caller across runs. An unchanged policy is then not sent again (one call per
+    inline policy every ten minutes would cost for nothing), yet its findings are reported every run, so a
+    record's problems stay stable. Hits and new answers are written to it; failures are never cached.
     """
     log = log or LOG
     specs = [spec for name, spec in sorted(desired.permission_sets.items()) if only is None or name in only]
@@ -687,23 +694,30 @@ def validate_permission_sets(
 
         def analyze(spec: PermissionSetSpec) -> None:
             assert spec.inline_policy is not None
+            cache_key = analyzer_cache_key(spec.inline_policy)
+            cached = analyzer_cache.get(cache_key) if analyzer_cache is not None else None
+            if isinstance(cached, dict) and isinstance(cached.get("findings"), list):
+                for finding in cached["findings"]:
+                    _finding_problem(spec, finding, out)
+                return
+            if isinstance(cached, dict) and isinstance(cached.get("rejected"), str):
+                _rejected(spec, cached["rejected"], out)
+                return
             try:
                 findings = aws.validate_policy(spec.inline_policy)
             except ClientError as exc:
                 if _code(exc) == "ValidationException":
-                    out.add(
-                        spec,
-                        "inline_policy_rejected",
-                        f"IAM Access Analyzer rejected the inline policy of {spec.name}: {_error_text(exc)}. "
-                        "Fix the policy document.",
-                        error=_error_text(exc),
-                    )
+                    _rejected(spec, _error_text(exc), out)
+                    if analyzer_cache is not None:
+                        analyzer_cache[cache_key] = {"rejected": _error_text(exc), "at": time.time()}
                 else:
                     failures.append((spec.name, _error_text(exc)))
                 return
             except BotoCoreError as exc:
                 failures.append((spec.name, _error_text(exc)))
                 return
+            if analyzer_cache is not None:
+                analyzer_cache[cache_key] = {"findings": findings, "at": time.time()}
             for finding in findings:
                 _finding_problem(spec, finding, out)
 
@@ -740,6 +754,21 @@ def validate_permission_sets(
     if blocked:
         log.warning("validation blocks %d permission sets: %s", len(blocked), ", ".join(blocked[:20]))
     return ValidationReport(problems=problems, blocked=blocked, checked=len(specs))
+
+
+def analyzer_cache_key(policy_text: str) -> str:
+    """Cache key of an Access Analyzer answer: a digest of the policy text exactly as written (findings
+    point at its lines and columns, so a reformatted policy is a new question)."""
+    return hashlib.sha256(policy_text.encode("utf-8")).hexdigest()
+
+
+def _rejected(spec: PermissionSetSpec, error: str, out: _Problems) -> None:
+    out.add(
+        spec,
+        "inline_policy_rejected",
+        f"IAM Access Analyzer rejected the inline policy of {spec.name}: {error}. Fix the policy document.",
+        error=error,
+    )
 
 
 def _not_found(spec: PermissionSetSpec, arn: str, code: str, out: _Problems) -> None:

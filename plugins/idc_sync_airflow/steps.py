@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from airflow.sdk import get_current_context
 
 from idc_sync import feedback, guard
-from idc_sync.audit import FEEDBACK_STATE, AuditStore
+from idc_sync.audit import FEEDBACK_STATE, SCIM_STATE, AuditStore
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
     DesiredState,
@@ -102,7 +102,11 @@ def compute_diff(
     config = _config()
     desired = DesiredState.model_validate(desired_json)
     observed = ObservedState.model_validate(observed_json)
-    observed = resolve_principals(IdcHook(settings.AWS_CONN_ID).get_clients(), observed, desired)
+    clients = IdcHook(settings.AWS_CONN_ID).get_clients()
+    observed, adopted = _adopt(clients, observed, desired, params, config)
+    observed = resolve_principals(clients, observed, desired)
+    store = AuditStore(config.audit_path)
+    memory = _plan_memory(store)
     plan, problems = compute_plan(
         desired,
         observed,
@@ -111,32 +115,109 @@ def compute_diff(
         today=_today(config),
         drift_mode=params.get("drift_mode", "enforce"),
         full_resync=bool(params.get("full_resync")),
+        memory=memory,
     )
     problems = _pending_or_error(problems, scim, config)
     log.info("plan:\n%s", render_plan(plan))
+    if not params.get("dry_run"):
+        _save_plan_memory(store, memory, desired, observed, config, params)
     return {
         "plan": plan.model_dump(mode="json"),
         "problems": [p.model_dump(mode="json") for p in problems],
         "observed": observed.model_dump(mode="json"),
+        "adopted": [r.model_dump(mode="json") for r in adopted],
     }
+
+
+PLAN_MEMORY_STATE = "state/plan_memory.json"
+
+
+def _plan_memory(store: AuditStore) -> Any:
+    """What earlier runs saw (``idc_sync.plan.PlanMemory``): tells hand-made changes (drift) from kintone
+    edits. Missing or unreadable: nothing is called drift this run."""
+    from idc_sync.plan import PlanMemory
+
+    try:
+        raw = store.read_state(PLAN_MEMORY_STATE)
+        return PlanMemory.model_validate(raw) if raw else None
+    except Exception as exc:
+        log.warning("plan memory unreadable (%s): drift is not told apart this run", exc)
+        return None
+
+
+def _save_plan_memory(
+    store: AuditStore,
+    memory: Any,
+    desired: DesiredState,
+    observed: ObservedState,
+    config: SyncConfig,
+    params: dict[str, Any],
+) -> None:
+    from idc_sync.plan import next_memory
+
+    try:
+        new = next_memory(memory, desired, observed, config, scope=_scope(params), today=_today(config))
+        store.write_state(PLAN_MEMORY_STATE, new.model_dump(mode="json"))
+    except Exception as exc:  # losing the memory only weakens drift labels, never a run
+        log.warning("could not save the plan memory: %s", exc)
+
+
+def _adopt(
+    clients: Any, observed: ObservedState, desired: DesiredState, params: dict[str, Any], config: SyncConfig
+) -> tuple[ObservedState, list[Any]]:
+    """Trigger param ``adopt_permission_sets``: tag those existing untagged sets (kintone defines them)
+    before the plan, so this run already manages them (``idc_sync.adopt``). Logged and audited."""
+    from idc_sync.adopt import adopt_into_observed
+
+    names = [n for n in params.get("adopt_permission_sets") or [] if n and n.strip()]
+    if not names:
+        return observed, []
+    observed, results = adopt_into_observed(
+        clients, observed, desired, names, config, dry_run=bool(params.get("dry_run"))
+    )
+    for r in results:
+        level = logging.WARNING if r.status in ("adopted", "would_adopt") else logging.ERROR
+        if r.status == "already_managed":
+            level = logging.INFO
+        log.log(level, "adopt permission set %s: %s (%s)", r.name, r.status, r.message)
+    return observed, results
+
+
+def _remember_applied(store: AuditStore, plan: Plan, results: list[OpResult]) -> None:
+    """Permission sets this run created/updated are in place now (``idc_sync.plan.remember_applied``)."""
+    from idc_sync.plan import remember_applied
+
+    memory = _plan_memory(store)
+    if memory is None:
+        return
+    done = {r.key for r in results if r.status == "succeeded"}
+    try:
+        store.write_state(PLAN_MEMORY_STATE, remember_applied(memory, plan, done).model_dump(mode="json"))
+    except Exception as exc:
+        log.warning("could not save the plan memory: %s", exc)
+
+
+def _with_adopted(observed: ObservedState) -> ObservedState:
+    """The snapshot as this run's plan saw it: sets adopted in compute_diff are managed."""
+    diff = get_current_context()["ti"].xcom_pull(task_ids="compute_diff") or {}
+    names = [r["name"] for r in diff.get("adopted") or [] if r.get("status") == "adopted"]
+    for name in names:
+        ps = observed.permission_sets.get(name)
+        if ps is not None:
+            ps.managed = True
+    return observed
 
 
 def _pending_or_error(
     problems: list[Problem], scim: dict[str, Any] | None, config: SyncConfig
 ) -> list[Problem]:
-    """Safety rule 4: a missing principal is pending until SCIM is healthy and the grace has passed."""
-    from idc_sync.scim import principal_pending_or_error
+    """Safety rule 4: a missing principal is pending until SCIM is healthy and the grace has passed;
+    then an error that says what to check (``idc_sync.scim.escalate_missing_principals``)."""
+    from idc_sync.scim import escalate_missing_principals
 
-    now = dt.datetime.now(dt.UTC)
-    out: list[Problem] = []
-    for p in problems:
-        ref = p.record
-        if p.code == "principal_not_found" and ref is not None:
-            seen = ref.updated_at or ref.created_at or now
-            if principal_pending_or_error(scim, seen, now, grace_cycles=config.scim_grace_cycles) == "error":
-                p = p.model_copy(update={"severity": "error"})
-        out.append(p)
-    return out
+    return escalate_missing_principals(
+        problems, scim, dt.datetime.now(dt.UTC), grace_cycles=config.scim_grace_cycles
+    )
 
 
 def validate_policies(desired_json: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
@@ -147,9 +228,15 @@ def validate_policies(desired_json: dict[str, Any], diff: dict[str, Any]) -> dic
     plan = Plan.model_validate(diff["plan"])
     touched = {op.permission_set_name for op in plan.operations}
     clients = IdcHook(settings.AWS_CONN_ID).get_clients()
+    # Every set is checked every run (stable problems = no repeated comments); Access Analyzer answers are
+    # cached by policy text across runs, so an unchanged inline policy costs no call.
+    store = AuditStore(config.audit_path)
+    cache = _analyzer_cache(store)
+    size = len(cache)
     report: ValidationReport = validate_permission_sets(
-        desired, clients, config, only=touched | set(desired.permission_sets)
+        desired, clients, config, only=touched | set(desired.permission_sets), analyzer_cache=cache
     )
+    _save_analyzer_cache(store, cache, desired, changed=len(cache) != size)
     plan = apply_validation(plan, report)
     for name in report.blocked:
         log.warning("permission set %s is blocked by validation: its operations are skipped this run", name)
@@ -160,6 +247,38 @@ def validate_policies(desired_json: dict[str, Any], diff: dict[str, Any]) -> dic
         len(report.problems),
     )
     return {"plan": plan.model_dump(mode="json"), "report": report.model_dump(mode="json")}
+
+
+ANALYZER_CACHE_STATE = "state/access_analyzer_cache.json"
+ANALYZER_CACHE_TTL = dt.timedelta(days=7)  # Access Analyzer's checks evolve: ask again now and then
+
+
+def _analyzer_cache(store: AuditStore) -> dict[str, Any]:
+    import time
+
+    try:
+        cache = store.read_state(ANALYZER_CACHE_STATE)
+    except Exception as exc:  # a broken cache costs calls, never a run
+        log.warning("Access Analyzer cache unreadable (%s): validating every inline policy", exc)
+        return {}
+    limit = time.time() - ANALYZER_CACHE_TTL.total_seconds()
+    return {k: v for k, v in cache.items() if isinstance(v, dict) and float(v.get("at") or 0) >= limit}
+
+
+def _save_analyzer_cache(
+    store: AuditStore, cache: dict[str, Any], desired: DesiredState, *, changed: bool
+) -> None:
+    from idc_sync.validation import analyzer_cache_key
+
+    wanted = {
+        analyzer_cache_key(ps.inline_policy) for ps in desired.permission_sets.values() if ps.inline_policy
+    }
+    kept = {k: v for k, v in cache.items() if k in wanted}  # only policies still in kintone
+    if changed or len(kept) != len(cache):
+        try:
+            store.write_state(ANALYZER_CACHE_STATE, kept)
+        except Exception as exc:
+            log.warning("could not save the Access Analyzer cache: %s", exc)
 
 
 def deletion_guard(validated: dict[str, Any]) -> list[str]:
@@ -187,7 +306,51 @@ def deletion_guard(validated: dict[str, Any]) -> list[str]:
         log.warning("deletion guard tripped but allow_mass_delete=true: %s", "; ".join(verdict.reasons))
         return ["apply_permission_sets"]
     log.warning("deletion guard tripped, asking for approval: %s", "; ".join(verdict.reasons))
+    _announce_approval(verdict)
     return ["approve_deletions", "apply_permission_sets"]
+
+
+APPROVAL_TASK_ID = "approve_deletions"
+
+
+def approval_link(dag_id: str, run_id: str, base_url: str | None = None) -> str:
+    """The "required actions" page of this run's approval (same URL as HITLOperator.generate_link_to_ui)."""
+    from urllib.parse import quote
+
+    if base_url is None:
+        from airflow.sdk.configuration import conf
+
+        base_url = conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
+    return (
+        f"{base_url.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe=':+')}/tasks/{APPROVAL_TASK_ID}"
+        "/required_actions?map_index=-1"
+    )
+
+
+def _announce_approval(verdict: guard.GuardVerdict) -> bool:
+    """Tell admins on Slack that deletions wait for them, with the link to answer (default: Reject)."""
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+    ctx = get_current_context()
+    dag_run = ctx["dag_run"]
+    link = approval_link(dag_run.dag_id, dag_run.run_id)
+    timeout = settings.approval_timeout()
+    text = (
+        f":warning: idc-sync {dag_run.run_id} wants to delete {verdict.deletions} assignment(s) / permission "
+        f"set(s) and waits for approval: {'; '.join(verdict.reasons)}. Approve or reject: {link} "
+        f"(without an answer within {timeout}, the deletions are skipped; creations and updates go ahead)."
+    )
+    table = verdict.table if len(verdict.table) < 2800 else verdict.table[:2800] + "\n…"
+    blocks = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"```{table}```"}},
+    ]
+    try:
+        SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID).send(text=text, blocks=blocks)
+    except Exception as exc:  # the approval task still waits; the UI shows it
+        log.error("could not post the approval request to Slack (%s): %s", settings.SLACK_CONN_ID, exc)
+        return False
+    return True
 
 
 def deletions_allowed() -> tuple[bool, str]:
@@ -222,7 +385,7 @@ def apply_permission_sets(validated: dict[str, Any], observed_json: dict[str, An
         log.info("dry run: %d permission set operation(s) not applied", len(ops))
         return {"results": [], "ps_arns": {}}
     config = _config()
-    observed = ObservedState.model_validate(observed_json)
+    observed = _with_adopted(ObservedState.model_validate(observed_json))
     clients = IdcHook(settings.AWS_CONN_ID).get_clients()
     results = apply_sets(clients, plan, observed, config, log=log)
     ps_arns = {name: ps.arn for name, ps in observed.permission_sets.items()}
@@ -252,7 +415,7 @@ def apply_assignments(
         log.info("dry run: %d assignment operation(s) not applied", len(ops))
         return {"results": [], "withheld": not allowed, "skipped": []}
     config = _config()
-    observed = ObservedState.model_validate(observed_json)
+    observed = _with_adopted(ObservedState.model_validate(observed_json))
     clients = IdcHook(settings.AWS_CONN_ID).get_clients()
     results = apply_asg(clients, plan, observed, config, ps_arns=applied_sets.get("ps_arns", {}), log=log)
     _log_results("assignment", results)
@@ -324,31 +487,38 @@ def notify() -> dict[str, Any]:
             )
         )
     problems += _failure_problems(plan, results)
-    if scim and scim.get("status") == "unhealthy":
-        problems.append(
-            Problem(
-                code="scim_unhealthy",
-                severity="warning",
-                message=f"Entra SCIM provisioning is unhealthy: {scim.get('reason')}",
-            )
-        )
+    # SCIM health reaches admins through _scim_alert (once per change), not as a problem every run.
     for task_id in upstream_failed:
         problems.append(
-            Problem(code="task_failed", message=f"task {task_id} failed or produced nothing: see its log")
+            Problem(
+                code="task_failed",
+                message=f"task {task_id} failed or produced nothing: see its log",
+                params={"task_id": task_id},
+            )
         )
 
     store = AuditStore(config.audit_path)
+    if not dry_run and results:
+        _remember_applied(store, plan, results)
     summary = feedback.run_summary_text(
         dag_run_id=dag_run.run_id, plan=plan, results=results, problems=problems, dry_run=dry_run, scim=scim
     )
     comments_sent = 0
-    if not dry_run and desired is not None:
+    # Record comments only from runs that saw every record's whole problem set: a failed step or a scoped
+    # run (plan problems only inside the scope) would otherwise read as "resolved" (DESIGN rule 5).
+    if not dry_run and desired is not None and diff and validated and _scope(dict(params)).is_full:
         comments_sent = _send_comments(store, config, problems, desired)
+    elif not dry_run:
+        log.info("record comments skipped (a step failed or the run is scoped): the next full run says it")
+    scim_alert = None if dry_run else _scim_alert(store, scim)
     slack_sent = False
     failed = [r for r in results if r.status == "failed"]
     changed = [r for r in results if r.status == "succeeded"]
     admin = [p for p in problems if p.record is None]
-    if not dry_run and (changed or failed or admin):
+    drift = [op for op in plan.operations if op.reason.startswith("drift")] + [
+        s for s in plan.skipped if s.reason.startswith("drift")
+    ]
+    if not dry_run and (changed or failed or admin or drift):
         slack_sent = _send_slack(summary, results, problems, plan)
     artifact = {
         "run_id": dag_run.run_id,
@@ -365,6 +535,9 @@ def notify() -> dict[str, Any]:
         "problems": [p.model_dump(mode="json") for p in problems],
         "comments_sent": comments_sent,
         "slack_sent": slack_sent,
+        "scim_alert": scim_alert,
+        "adopted": (diff or {}).get("adopted", []),
+        "deletions_withheld": asg_out.get("skipped", []),
     }
     location = store.write_run(dag_run.run_id, artifact)
     log.info("%s", summary)
@@ -393,6 +566,7 @@ def _failure_problems(plan: Plan, results: list[OpResult]) -> list[Problem]:
                     code="apply_failed",
                     message=f"{r.kind.value.replace('_', ' ')} failed: {r.message}",
                     record=ref,
+                    params={"operation": r.kind.value, "key": r.key, "error": r.message[:500]},
                 )
             )
     return out
@@ -402,17 +576,25 @@ def _send_comments(
     store: AuditStore, config: SyncConfig, problems: list[Problem], desired: DesiredState
 ) -> int:
     previous = store.read_state(FEEDBACK_STATE)
-    live = {ref.key for ref in _live_records(desired)}
+    refs = {ref.key: ref for ref in _live_records(desired)}
     app_ids = {"permission_sets": config.permission_sets_app_id, "assignments": config.assignments_app_id}
+    # A check that could not run (Access Analyzer / IAM down) must not read as "resolved".
+    unchecked = {"access_analyzer_unavailable", "managed_policy_check_unavailable"}
     fb = feedback.plan_feedback(
-        problems, previous, language=config.language, live_records=live, app_ids=app_ids
+        problems,
+        previous,
+        language=config.language,
+        live_records=set(refs),
+        app_ids=app_ids,
+        refs=refs,
+        complete=not any(p.code in unchecked for p in problems),
     )
     sent = 0
     state = dict(previous)
     with KintoneHook(settings.KINTONE_CONN_ID, language=config.language).get_client() as client:
         for comment in fb.comments:
             try:
-                client.add_comment(comment.app_id, comment.record_id, comment.text, comment.mentions)
+                _post_comment(client, comment)
             except Exception as exc:  # one unreachable record never stops the others
                 log.error("could not comment on %s: %s", comment.record_key, exc)
                 continue
@@ -423,6 +605,27 @@ def _send_comments(
     store.write_state(FEEDBACK_STATE, state)
     log.info("posted %d kintone comment(s)", sent)
     return sent
+
+
+def _post_comment(client: Any, comment: feedback.Comment) -> None:
+    """Posts one comment; a mentioned user that kintone no longer knows (GAIA_IL26: left the company,
+    renamed) is dropped and the comment posted anyway, so the rest of the people still hear about it."""
+    mentions = list(comment.mentions)
+    while True:
+        try:
+            client.add_comment(comment.app_id, comment.record_id, comment.text, mentions)
+            return
+        except Exception as exc:
+            if getattr(exc, "code", None) != "GAIA_IL26" or not mentions:
+                raise
+            text = str(exc)
+            unknown = [m for m in mentions if m["code"] in text] or mentions
+            log.warning(
+                "record %s: kintone does not know %s; commenting without that mention",
+                comment.record_key,
+                ", ".join(m["code"] for m in unknown),
+            )
+            mentions = [m for m in mentions if m not in unknown]
 
 
 def _live_records(desired: DesiredState) -> list[Any]:
@@ -444,6 +647,32 @@ def _send_slack(summary: str, results: list[OpResult], problems: list[Problem], 
         log.error("could not post to Slack (%s): %s", settings.SLACK_CONN_ID, exc)
         return False
     return True
+
+
+def _scim_alert(store: AuditStore, scim: dict[str, Any] | None) -> str | None:
+    """One Slack message when SCIM turns unhealthy and one when it recovers, not one every run.
+
+    The last known status lives in the audit store (``SCIM_STATE``), so it survives runs and workers. If
+    the message cannot be posted, the new status is not remembered: the next run tries again.
+    """
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+    from idc_sync.scim import scim_alert_text, scim_state_after, scim_transition
+
+    previous = store.read_state(SCIM_STATE)
+    transition = scim_transition(previous.get("status"), scim)
+    if transition is not None:
+        text = scim_alert_text(transition, scim, previous)
+        log.log(logging.WARNING if transition == "turned_unhealthy" else logging.INFO, "%s", text)
+        try:
+            SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID).send(
+                text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]
+            )
+        except Exception as exc:
+            log.error("could not post the SCIM alert to Slack (%s): %s", settings.SLACK_CONN_ID, exc)
+            return None
+    store.write_state(SCIM_STATE, scim_state_after(previous, scim, dt.datetime.now(dt.UTC)))
+    return transition
 
 
 def _set_note(dag_id: str, run_id: str, note: str) -> None:

@@ -280,15 +280,25 @@ def test_permission_set_provisioned_to_management_account_is_not_updated() -> No
         permission_sets={"Dev": spec(description="changed")},
         assignments=[asg(A2)],
     )
-    obs = observed([state(provisioned_accounts=[MGMT, A1], stale_accounts=[A1])])
+    obs = observed(
+        [state(provisioned_accounts=[MGMT, A1], stale_accounts=[A1])], [held(A1), held(A5, 1, "u-bob")]
+    )
     plan, problems = plan_of(desired, obs)
-    # updates/provisioning impossible; the assignment in a member account is still planned
-    assert keys(plan) == [f"create_assignment:{A2}:Dev:USER:alice"]
+    # IdC refuses every write on it from the delegated administrator: nothing at all is planned,
+    # not even assignments in member accounts (creations nor deletions)
+    assert plan.operations == []
     assert codes(problems) == ["provisioned_to_management_account"]
     assert "separate permission set" in problems[0].message
     assert problems[0].record == ps_rec("ps-Dev")
-    skipped = {s.key for s in plan.skipped}
-    assert {"update_permission_set:Dev", f"provision_permission_set:Dev:{A1}"} <= skipped
+    reasons = {s.key: s.reason for s in plan.skipped}
+    for key in (
+        "update_permission_set:Dev",
+        f"provision_permission_set:Dev:{A1}",
+        f"create_assignment:{A2}:Dev:USER:alice",
+        f"delete_assignment:{A1}:Dev:USER:alice",
+        f"delete_assignment:{A5}:Dev:USER:bob",
+    ):
+        assert reasons[key] == "provisioned to the management account", key
     assert MGMT not in all_accounts(plan)
 
 

@@ -1,0 +1,328 @@
+"""The real Airflow components, as separate processes, run one `idc_sync` run against the sandbox.
+
+What ``dag.test()`` cannot show: the scheduler queues the tasks, the LocalExecutor runs them through the
+execution API, ``scim_health`` *defers* (state ``deferred``, no worker slot) and the separate triggerer
+process polls Graph until SCIM is healthy, then the task resumes on a worker and the run finishes.
+
+Set-up: a fresh PostgreSQL database on 127.0.0.1:5432 (trust auth; created with a unique name and dropped
+at the end) or, when PostgreSQL/psycopg2 is not available, SQLite; an AIRFLOW_HOME in a tmp dir;
+``airflow api-server``, ``scheduler``, ``dag-processor`` and ``triggerer`` on free ports; connections as
+``AIRFLOW_CONN_*`` pointing at a sandbox served by this test process (so the test can change Entra's job
+while the run waits). Cron scheduling is off (``[scheduler] use_job_schedule=False``): the only run is the
+one triggered through the REST API.
+
+Story: Entra's provisioning job is stale (last success 3 h ago) -> the run is triggered -> ``scim_health``
+reaches ``deferred`` -> a SCIM cycle runs in Entra (job healthy again, taro.tanaka provisioned) -> the
+triggerer fires, ``scim_health`` succeeds with a *healthy* verdict, and the run ends ``success`` with the
+assignments created (taro's included, as he arrived with that cycle).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from idc_sandbox import graph
+from idc_sandbox.connections import airflow_connection_env
+from idc_sandbox.core import Sandbox, SandboxConfig
+from idc_sandbox.seed import load_named_seed, load_seed
+from idc_sandbox.server import SandboxServer, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+
+REPO = Path(__file__).resolve().parents[2]
+PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
+COMPONENTS = ("api-server", "dag-processor", "scheduler", "triggerer")
+DAG_ID = "idc_sync"
+
+
+# --------------------------------------------------------------------------- metadata database
+@contextlib.contextmanager
+def metadata_database(home: Path) -> Iterator[str]:
+    """A fresh PostgreSQL database (dropped afterwards), else a SQLite file in ``home``.
+
+    ``IDC_SYNC_TEST_METADATA_DB=sqlite`` forces SQLite (to check the fallback)."""
+    try:
+        if os.environ.get("IDC_SYNC_TEST_METADATA_DB") == "sqlite":
+            raise RuntimeError("IDC_SYNC_TEST_METADATA_DB=sqlite")
+        import psycopg2
+
+        admin = psycopg2.connect(PG_ADMIN_DSN)
+    except Exception as exc:  # no driver or no server: SQLite still runs every component
+        print(f"PostgreSQL not usable ({type(exc).__name__}: {exc}); using SQLite")
+        yield f"sqlite:///{home}/airflow.db"
+        return
+    name = f"idc_sync_test_{uuid.uuid4().hex[:12]}"
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        print(f"metadata database: PostgreSQL {name}")
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+# --------------------------------------------------------------------------- processes
+class AirflowProcesses:
+    """Airflow components as subprocesses (own process groups), their logs in ``home/proc-logs``."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.env = env
+        self.logs = home / "proc-logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def run(self, *args: str, timeout: float) -> None:
+        out = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise AssertionError(
+                f"airflow {' '.join(args)} failed ({out.returncode}):\n"
+                f"{out.stdout.decode(errors='replace')[-3000:]}\n{out.stderr.decode(errors='replace')[-3000:]}"
+            )
+
+    def start(self, component: str) -> None:
+        log = open(self.logs / f"{component}.log", "wb")  # noqa: SIM115 (closed with the process)
+        self.procs[component] = subprocess.Popen(
+            [sys.executable, "-m", "airflow", component],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: stop() ends it with all its children
+        )
+        log.close()
+
+    def check_alive(self) -> None:
+        dead = {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
+        if dead:
+            raise AssertionError(f"Airflow component(s) exited: {dead}")
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+    def dump(self, tail: int = 6000) -> str:
+        parts = []
+        for path in sorted(self.logs.glob("*.log")):
+            parts.append(f"===== {path.name} (tail) =====\n{path.read_text(errors='replace')[-tail:]}")
+        for path in sorted((self.home / "logs").rglob("*.log")):
+            parts.append(
+                f"===== task log {path.relative_to(self.home)} =====\n{path.read_text(errors='replace')[-tail:]}"
+            )
+        return "\n".join(parts)
+
+
+class Api:
+    """The stable REST API as an admin."""
+
+    def __init__(self, url: str, password: str) -> None:
+        self.url = url
+        self.password = password
+        self.session = requests.Session()
+
+    def login(self) -> None:
+        resp = self.session.post(
+            f"{self.url}/auth/token", json={"username": "admin", "password": self.password}, timeout=30
+        )
+        resp.raise_for_status()
+        self.session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
+
+    def __call__(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.session.request(method, f"{self.url}/api/v2{path}", timeout=30, **kwargs)
+        if resp.status_code >= 400:
+            raise AssertionError(f"{method} {path}: HTTP {resp.status_code} {resp.text[:500]}")
+        return resp.json() if resp.content else None
+
+    def task_states(self, run_id: str) -> dict[str, str | None]:
+        tis = self("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {t["task_id"]: t["state"] for t in tis}
+
+
+def wait_until(what: str, timeout: float, probe: Any, procs: AirflowProcesses, every: float = 2.0) -> Any:
+    """Call ``probe()`` until it returns something truthy; fail after ``timeout`` or if a component died."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        procs.check_alive()
+        try:
+            value = probe()
+        except (requests.RequestException, AssertionError) as exc:
+            last_error, value = exc, None
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error})")
+
+
+def assignments(sandbox: Sandbox) -> set[tuple[str, str, str, str]]:
+    w = sandbox.world
+    names = {arn: ps.name for arn, ps in w.identity_center.permission_sets.items()}
+    users = {u.user_id: u.user_name for u in w.identity_store.users.values()}
+    groups = {g.group_id: g.display_name for g in w.identity_store.groups.values()}
+    return {
+        (
+            a.account_id,
+            names.get(a.permission_set_arn, a.permission_set_arn),
+            a.principal_type,
+            (users if a.principal_type == "USER" else groups).get(a.principal_id, "?"),
+        )
+        for a in w.identity_center.assignments
+    }
+
+
+# --------------------------------------------------------------------------- the test
+def test_scim_sensor_defers_to_the_real_triggerer_and_the_run_succeeds(tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    started = time.monotonic()
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    audit = tmp_path / "audit"
+    password = secrets.token_urlsafe(12)
+    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": password}))
+    api_port = free_port()
+    airflow_url = f"http://127.0.0.1:{api_port}"
+
+    sandbox = Sandbox(SandboxConfig(async_latency_seconds=0.05))
+    load_seed(sandbox, load_named_seed("demo"))
+    # Entra's job last succeeded 3 h ago: stale, so scim_health cannot finish on its first inline check.
+    graph.set_job(sandbox, last_success_minutes_ago=180)
+
+    with SandboxServer(sandbox) as server, metadata_database(home) as db_url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "IDC_SYNC"))}
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO / "plugins")]),
+                "AIRFLOW_HOME": str(home),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
+                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(api_port),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url}/execution/",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the run this test triggers
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+                "IDC_SYNC_CONFIG": json.dumps({"audit_path": str(audit)}),
+                **airflow_connection_env(
+                    server.url, sandbox=sandbox, airflow_url=airflow_url, airflow_password=password
+                ),
+            }
+        )
+        procs = AirflowProcesses(home, env)
+        api = Api(airflow_url, password)
+        before = assignments(sandbox)
+        ok = False
+        try:
+            procs.run("db", "migrate", timeout=420)
+            for component in COMPONENTS:
+                procs.start(component)
+
+            def healthy() -> bool:
+                health = requests.get(f"{airflow_url}/api/v2/monitor/health", timeout=5).json()
+                return all(
+                    (health.get(c) or {}).get("status") == "healthy"
+                    for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                )
+
+            wait_until(
+                "api-server, scheduler, triggerer and dag-processor to be healthy", 240, healthy, procs
+            )
+            api.login()
+            dag = wait_until(f"DAG {DAG_ID} to be parsed", 240, lambda: api("GET", f"/dags/{DAG_ID}"), procs)
+            if dag.get("is_paused"):
+                api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+
+            run_id = api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})[
+                "dag_run_id"
+            ]
+            print(f"triggered {run_id} at +{time.monotonic() - started:.0f} s")
+
+            def deferred() -> bool:
+                states = api.task_states(run_id)
+                assert states.get("scim_health") not in ("success", "failed", "skipped", "upstream_failed"), (
+                    f"scim_health finished without deferring: {states}"
+                )
+                return states.get("scim_health") == "deferred"
+
+            wait_until("scim_health to be deferred", 240, deferred, procs)
+            print(f"scim_health deferred at +{time.monotonic() - started:.0f} s")
+            # While deferred, the task holds no worker slot and nothing downstream of it has run.
+            assert api.task_states(run_id).get("compute_diff") in (None, "none", "scheduled", "queued")
+            assert "taro.tanaka@example.com" not in {
+                u.user_name for u in sandbox.world.identity_store.users.values()
+            }
+
+            # Entra runs a provisioning cycle: the job is healthy again and the new joiner arrives.
+            cycle = graph.run_scim_cycle(sandbox)
+            assert cycle["provisioned"], cycle
+
+            def finished() -> dict[str, Any] | None:
+                run = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")
+                return run if run["state"] in ("success", "failed") else None
+
+            run = wait_until(f"run {run_id} to finish", 420, finished, procs, every=3)
+            states = api.task_states(run_id)
+            print(f"run {run_id} {run['state']} at +{time.monotonic() - started:.0f} s: {states}")
+            assert run["state"] == "success", states
+            assert states["scim_health"] == "success"
+
+            # The verdict that reached the later tasks came from the triggerer's poll after the cycle.
+            artifacts = sorted(audit.glob("runs/*/*.json"))
+            assert artifacts, "notify wrote no audit artifact"
+            artifact = json.loads(artifacts[-1].read_text())
+            assert artifact["scim"]["status"] == "healthy", artifact["scim"]
+            assert artifact["run_id"] == run_id
+            # Graph was read by the worker (inline check) and by the triggerer (at least once after the cycle).
+            assert len(sandbox.calls.calls("graph", "listJobs")) >= 2
+
+            # The real scheduler path applied the plan: assignments created, taro's included.
+            created = assignments(sandbox) - before
+            assert len(created) >= 20, created
+            assert ("666666666666", "Developer", "USER", "taro.tanaka@example.com") in created
+            assert run.get("note") and "SCIM healthy" in run["note"]
+            ok = True
+        finally:
+            procs.stop()
+            if not ok:
+                print(procs.dump())
+    print(f"real-scheduler test took {time.monotonic() - started:.0f} s")
