@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,6 +159,11 @@ def main() -> int:
     sandbox = f"http://127.0.0.1:{sandbox_port}"
     airflow_url = f"http://127.0.0.1:{airflow_port}"
     STATE.mkdir(exist_ok=True)
+    # Every demo starts from the seed: a fresh sandbox, so also a fresh Airflow database and audit store
+    # (their memory of comments already posted would otherwise silence the new sandbox's records).
+    shutil.rmtree(STATE / "audit", ignore_errors=True)
+    for stale in ("airflow.db", "airflow.db-journal"):
+        (STATE / "airflow" / stale).unlink(missing_ok=True)
     home = STATE / "airflow"
     home.mkdir(exist_ok=True)
     password_file = home / "simple_auth_manager_passwords.json.generated"
@@ -243,6 +249,14 @@ def main() -> int:
         run_id = af.trigger("idc_sync", json.loads(args.conf))
         run = af.wait_for_run("idc_sync", run_id)
         report(sandbox, before, run)
+        runs = af.api("GET", "/dags/idc_sync/dagRuns")["dag_runs"]
+        if len(runs) > 1:
+            print("\n== All runs (the schedule also fires every 10 minutes) ==")
+            for r in runs:
+                print(f"  {r['dag_run_id']}: {r['state']}  {r.get('note') or ''}")
+        failed = [r for r in runs if r["state"] == "failed"]
+        if failed:
+            run = failed[0]
         if args.keep_running:
             print(f"\nAirflow UI: {airflow_url}  (user admin, password {password})")
             print(f"Sandbox:    {sandbox}  (control API: {sandbox}/_sandbox/...)")
