@@ -898,20 +898,13 @@ def apply_permission_sets(
     broken = {
         by_key[r.key].permission_set_name for r in results if r.status != "succeeded" and r.key in by_key
     }
-    runnable: list[Operation] = []
-    for op in provisions:
-        if op.permission_set_name in broken:
-            result = OpResult(
-                key=op.key,
-                kind=op.kind,
-                status="skipped",
-                message=f"not provisioned: creating/updating permission set {op.permission_set_name} failed in this run",
-                permission_set_arn=op.permission_set_arn,
-            )
-            results.append(result)
-            progress.add(result)
-        else:
-            runnable.append(op)
+    runnable = _skip_permission_sets(
+        provisions,
+        broken,
+        "not provisioned: creating/updating permission set {name} failed in this run",
+        results,
+        progress,
+    )
     results += ap.run_grouped(
         runnable,
         lambda op: op.account_id or f"all:{op.permission_set_name}",
@@ -982,20 +975,13 @@ def apply_permission_set_deletions(
     ops = plan.of_kind(OpKind.DELETE_PERMISSION_SET)
     progress = _Progress(len(ops), "permission set deletions", ap.log, ap.opt)
     results: list[OpResult] = []
-    runnable: list[Operation] = []
-    for op in ops:
-        if op.permission_set_name in blocked:
-            result = OpResult(
-                key=op.key,
-                kind=op.kind,
-                status="skipped",
-                message=f"not deleted: some assignments of {op.permission_set_name} could not be removed in this run",
-                permission_set_arn=op.permission_set_arn,
-            )
-            results.append(result)
-            progress.add(result)
-        else:
-            runnable.append(op)
+    runnable = _skip_permission_sets(
+        ops,
+        set(blocked),
+        "not deleted: some assignments of {name} could not be removed in this run",
+        results,
+        progress,
+    )
     results += ap.run_grouped(
         runnable,
         lambda op: op.permission_set_name,
@@ -1005,6 +991,27 @@ def apply_permission_set_deletions(
     )
     _log_summary(ap.log, progress)
     return results
+
+
+def _skip_permission_sets(
+    ops: list[Operation], names: set[str], message: str, results: list[OpResult], progress: _Progress
+) -> list[Operation]:
+    """Record a "skipped" result for each op of a permission set in ``names``; return the others."""
+    runnable: list[Operation] = []
+    for op in ops:
+        if op.permission_set_name not in names:
+            runnable.append(op)
+            continue
+        result = OpResult(
+            key=op.key,
+            kind=op.kind,
+            status="skipped",
+            message=message.format(name=op.permission_set_name),
+            permission_set_arn=op.permission_set_arn,
+        )
+        results.append(result)
+        progress.add(result)
+    return runnable
 
 
 def count_by_status(results: Iterable[OpResult]) -> dict[str, int]:
