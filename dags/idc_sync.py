@@ -160,20 +160,20 @@ def idc_sync() -> None:
     deletions_approved = EmptyOperator(task_id="deletions_approved")
 
     @task(trigger_rule=TriggerRule.NONE_FAILED, show_return_value_in_logs=False)
-    def apply_permission_sets(validated: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
+    def apply_permission_sets(validated: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
         """Create, update and re-provision permission sets (idempotent; async operations polled)."""
         from idc_sync_airflow import steps
 
-        return steps.apply_permission_sets(validated, observed)
+        return steps.apply_permission_sets(validated, diff)
 
     @task(trigger_rule=TriggerRule.NONE_FAILED, show_return_value_in_logs=False)
     def apply_assignments(
-        validated: dict[str, Any], observed: dict[str, Any], applied_sets: dict[str, Any]
+        validated: dict[str, Any], diff: dict[str, Any], applied_sets: dict[str, Any]
     ) -> dict[str, Any]:
         """Create and delete account assignments, then delete permission sets no record wants."""
         from idc_sync_airflow import steps
 
-        return steps.apply_assignments(validated, observed, applied_sets)
+        return steps.apply_assignments(validated, diff, applied_sets)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
     def notify() -> dict[str, Any]:
@@ -191,10 +191,10 @@ def idc_sync() -> None:
     diff = compute_diff(desired, observed, scim_health.output)
     validated = validate_policies(desired, diff)
     guard = deletion_guard(validated)
-    applied_sets = apply_permission_sets(validated, observed)
+    applied_sets = apply_permission_sets(validated, diff)
     guard >> approve_deletions >> deletions_approved >> applied_sets
     guard >> applied_sets
-    applied_assignments = apply_assignments(validated, observed, applied_sets)
+    applied_assignments = apply_assignments(validated, diff, applied_sets)
     # notify runs whatever happened before it (all_done) and reads the XComs that exist.
     applied_assignments >> notify()
 

@@ -197,17 +197,6 @@ def _remember_applied(store: AuditStore, plan: Plan, results: list[OpResult]) ->
         log.warning("could not save the plan memory: %s", exc)
 
 
-def _with_adopted(observed: ObservedState) -> ObservedState:
-    """The snapshot as this run's plan saw it: sets adopted in compute_diff are managed."""
-    diff = get_current_context()["ti"].xcom_pull(task_ids="compute_diff") or {}
-    names = [r["name"] for r in diff.get("adopted") or [] if r.get("status") == "adopted"]
-    for name in names:
-        ps = observed.permission_sets.get(name)
-        if ps is not None:
-            ps.managed = True
-    return observed
-
-
 def _pending_or_error(
     problems: list[Problem], scim: dict[str, Any] | None, config: SyncConfig
 ) -> list[Problem]:
@@ -374,8 +363,11 @@ def _dry_run() -> bool:
     return bool(_params().get("dry_run"))
 
 
-def apply_permission_sets(validated: dict[str, Any], observed_json: dict[str, Any]) -> dict[str, Any]:
+def apply_permission_sets(validated: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
+    """Applies against the observed state the plan was computed from (``diff["observed"]``: principals
+    resolved, adopted sets already marked managed)."""
     from idc_sync.apply import apply_permission_sets as apply_sets
+    from idc_sync.apply import permission_set_arns
 
     plan = Plan.model_validate(validated["plan"])
     ops = plan.of_kind(
@@ -385,23 +377,16 @@ def apply_permission_sets(validated: dict[str, Any], observed_json: dict[str, An
         log.info("dry run: %d permission set operation(s) not applied", len(ops))
         return {"results": [], "ps_arns": {}}
     config = _config()
-    observed = _with_adopted(ObservedState.model_validate(observed_json))
+    observed = ObservedState.model_validate(diff["observed"])
     clients = IdcHook(settings.AWS_CONN_ID).get_clients()
     results = apply_sets(clients, plan, observed, config, log=log)
-    ps_arns = {name: ps.arn for name, ps in observed.permission_sets.items()}
-    ps_arns.update(
-        {
-            r.key.split(":", 1)[1]: r.permission_set_arn
-            for r in results
-            if r.permission_set_arn and r.kind == OpKind.CREATE_PERMISSION_SET
-        }
-    )
+    ps_arns = permission_set_arns(plan, observed, results)  # observed + creates that fully succeeded
     _log_results("permission set", results)
     return {"results": [r.model_dump(mode="json") for r in results], "ps_arns": ps_arns}
 
 
 def apply_assignments(
-    validated: dict[str, Any], observed_json: dict[str, Any], applied_sets: dict[str, Any]
+    validated: dict[str, Any], diff: dict[str, Any], applied_sets: dict[str, Any]
 ) -> dict[str, Any]:
     from idc_sync.apply import apply_assignments as apply_asg
 
@@ -415,7 +400,7 @@ def apply_assignments(
         log.info("dry run: %d assignment operation(s) not applied", len(ops))
         return {"results": [], "withheld": not allowed, "skipped": []}
     config = _config()
-    observed = _with_adopted(ObservedState.model_validate(observed_json))
+    observed = ObservedState.model_validate(diff["observed"])
     clients = IdcHook(settings.AWS_CONN_ID).get_clients()
     results = apply_asg(clients, plan, observed, config, ps_arns=applied_sets.get("ps_arns", {}), log=log)
     _log_results("assignment", results)
