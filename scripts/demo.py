@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -162,7 +162,7 @@ def main() -> int:
     # Every demo starts from the seed: a fresh sandbox, so also a fresh Airflow database and audit store
     # (their memory of comments already posted would otherwise silence the new sandbox's records).
     shutil.rmtree(STATE / "audit", ignore_errors=True)
-    for stale in ("airflow.db", "airflow.db-journal"):
+    for stale in ("airflow.db", "airflow.db-journal", "airflow.db-wal", "airflow.db-shm"):
         (STATE / "airflow" / stale).unlink(missing_ok=True)
     home = STATE / "airflow"
     home.mkdir(exist_ok=True)
@@ -208,14 +208,24 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
 
     def stop() -> None:
+        """Stop every process we started *and their descendants*: `airflow standalone`'s scheduler
+        and workers can outlive a signal to its process group and would keep the SQLite file open."""
+        import psutil
+
+        tree: list[psutil.Process] = []
         for p in reversed(procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
             try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+                parent = psutil.Process(p.pid)
+                tree += [*parent.children(recursive=True), parent]
+            except psutil.NoSuchProcess:
+                continue
+        for proc in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.terminate()
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        for proc in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
 
     try:
         print(f"starting the sandbox on {sandbox} (log: {STATE}/sandbox.log)")
@@ -233,7 +243,11 @@ def main() -> int:
         before = _assignment_keys(sandbox)
 
         print(f"starting Airflow standalone on {airflow_url} (log: {STATE}/airflow.log)")
-        subprocess.run([python, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+        migrate = subprocess.run(
+            [python, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True
+        )
+        if migrate.returncode != 0:
+            raise SystemExit(f"airflow db migrate failed:\n{(migrate.stdout + migrate.stderr)[-3000:]}")
         airflow_log = open(STATE / "airflow.log", "wb")  # noqa: SIM115
         procs.append(
             subprocess.Popen(
