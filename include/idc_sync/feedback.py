@@ -270,7 +270,8 @@ def slack_message(
     failed = [r for r in results if r.status == "failed"]
     if failed:
         lines.append(f"*Failed ({len(failed)})*")
-        lines += [f"• `{r.key}`: {r.message}" for r in failed[:max_lines]]
+        # messages clipped so every listed key fits Slack's 3,000-character section
+        lines += [f"• `{r.key}`: {_clip(r.message, 110)}" for r in failed[:max_lines]]
         if len(failed) > max_lines:
             lines.append(f"• … and {len(failed) - max_lines} more (see the audit artifact)")
     admin = [p for p in problems if p.record is None]
@@ -291,3 +292,7 @@ def slack_message(
     if lines:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900]}})
     return {"text": summary, "blocks": blocks}
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
