@@ -37,9 +37,10 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q -m "not integration and not slow"
 
-# Integration tests are I/O bound (the sandbox paces like AWS): 3 workers on 2 cores halve the wall time.
+# Integration tests are I/O bound (the sandbox paces like AWS): 3 workers on 2 cores halve the wall time;
+# worksteal spreads the long integration tests of one file over idle workers.
 test: lint typecheck
-	$(BIN)/pytest -q -m "not slow" -n 3 --dist loadfile --timeout=600
+	$(BIN)/pytest -q -m "not slow" -n 3 --dist worksteal --timeout=600 --durations=15
 
 sandbox: venv
 	$(BIN)/python -m idc_sandbox --port $(SANDBOX_PORT) --seed demo

@@ -15,21 +15,27 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, TriggerRule, dag, task
 
 from idc_sync_airflow import settings
+from idc_sync_airflow.approval import RequestApprovalOperator, check_sync_dag
+from idc_sync_airflow.failures import record_failure
 from idc_sync_airflow.sensors import ScimHealthSensor
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "platform",
     "retries": 2,
-    "retry_delay": dt.timedelta(seconds=20),
+    "retry_delay": settings.retry_delay(),
     "retry_exponential_backoff": True,
     "max_retry_delay": dt.timedelta(minutes=3),
-    "execution_timeout": dt.timedelta(minutes=30),
+    "execution_timeout": dt.timedelta(minutes=15),
+    # each failed try leaves its error (scrubbed) as XCom "failure": notify names the first failed task
+    "on_failure_callback": record_failure,
+    "on_retry_callback": record_failure,
 }
+# Reading IdC and applying are the long steps (at scale a full snapshot takes ~20 min).
+LONG = dt.timedelta(minutes=30)
+SHORT = dt.timedelta(minutes=5)
 
 
 @dag(
@@ -40,7 +46,10 @@ DEFAULT_ARGS: dict[str, Any] = {
     max_active_runs=1,
     is_paused_upon_creation=False,
     default_args=DEFAULT_ARGS,
-    dagrun_timeout=dt.timedelta(hours=2),
+    # Longer than the worst case of every task's own bounds (checked below, check_sync_dag): the scheduler
+    # never cuts a run whose tasks are within their bounds (that would skip notify). Nothing here waits
+    # for a human: an approval runs in the DAG idc_sync_approval.
+    dagrun_timeout=dt.timedelta(hours=9),
     tags=["iam-identity-center", "kintone", "access"],
     params={
         "dry_run": Param(
@@ -109,7 +118,16 @@ def idc_sync() -> None:
         poke_interval=30,
         timeout=240,
         retries=0,
+        execution_timeout=SHORT,
     )
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=SHORT, show_return_value_in_logs=False)
+    def scim_verdict() -> dict[str, Any]:
+        """The SCIM verdict for later tasks: scim_health's, or "unknown" when the check itself failed
+        (missing principals stay pending); the check never stops the run."""
+        from idc_sync_airflow import steps
+
+        return steps.scim_verdict()
 
     @task(show_return_value_in_logs=False)
     def extract_kintone() -> dict[str, Any]:
@@ -118,7 +136,7 @@ def idc_sync() -> None:
 
         return steps.extract_kintone()
 
-    @task(show_return_value_in_logs=False)
+    @task(execution_timeout=LONG, show_return_value_in_logs=False)
     def snapshot_idc() -> dict[str, Any]:
         """Read AWS Organizations and IAM Identity Center: accounts, OUs, permission sets, assignments."""
         from idc_sync_airflow import steps
@@ -141,46 +159,40 @@ def idc_sync() -> None:
 
         return steps.validate_policies(desired, diff)
 
-    @task.branch
-    def deletion_guard(validated: dict[str, Any]) -> list[str]:
-        """Ask a human when the plan deletes more than the guard allows; otherwise go straight to apply."""
+    @task(execution_timeout=SHORT, show_return_value_in_logs=False)
+    def deletion_guard(validated: dict[str, Any]) -> dict[str, Any]:
+        """Which deletions this run applies: all within the guard; beyond it only approved ones (the rest
+        is withheld and asked about in idc_sync_approval). Never waits."""
         from idc_sync_airflow import steps
 
         return steps.deletion_guard(validated)
 
-    approve_deletions = ApprovalOperator(
-        task_id="approve_deletions",
-        subject="idc-sync wants to delete {{ ti.xcom_pull(task_ids='deletion_guard', key='deletions') }} "
-        "assignment(s) / permission set(s)",
-        body="{{ ti.xcom_pull(task_ids='deletion_guard', key='table') }}",
-        defaults="Reject",
-        # Without an answer in time the default (Reject) applies: creations/updates go ahead, no deletion.
-        response_timeout=settings.approval_timeout(),
-    )
-    deletions_approved = EmptyOperator(task_id="deletions_approved")
+    # Starts idc_sync_approval with the withheld deletions (skipped when nothing is to be asked).
+    request_approval = RequestApprovalOperator(task_id="request_approval", execution_timeout=SHORT)
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED, show_return_value_in_logs=False)
+    @task(execution_timeout=LONG, show_return_value_in_logs=False)
     def apply_permission_sets(validated: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
         """Create, update and re-provision permission sets (idempotent; async operations polled)."""
         from idc_sync_airflow import steps
 
         return steps.apply_permission_sets(validated, diff)
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED, show_return_value_in_logs=False)
+    @task(execution_timeout=LONG, show_return_value_in_logs=False)
     def apply_assignments(
-        validated: dict[str, Any], diff: dict[str, Any], applied_sets: dict[str, Any]
+        validated: dict[str, Any], diff: dict[str, Any], applied_sets: dict[str, Any], guard: dict[str, Any]
     ) -> dict[str, Any]:
         """Create and delete account assignments, then delete permission sets no record wants."""
         from idc_sync_airflow import steps
 
-        return steps.apply_assignments(validated, diff, applied_sets)
+        return steps.apply_assignments(validated, diff, applied_sets, guard)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
     def notify() -> dict[str, Any]:
         """Comment on records with new/changed/resolved problems, post to Slack, write the note and audit.
 
-        Runs even when an earlier task failed, so every failure is reported; fails the run when any
-        operation failed, so Airflow shows it and the next run retries what is still needed.
+        Downstream of every task (all_done): runs once all of them are final, so every failure is
+        reported; fails the run when any operation failed, so Airflow shows it and the next run retries
+        what is still needed.
         """
         from idc_sync_airflow import steps
 
@@ -188,15 +200,28 @@ def idc_sync() -> None:
 
     desired = extract_kintone()
     observed = snapshot_idc()
-    diff = compute_diff(desired, observed, scim_health.output)
+    scim = scim_verdict()
+    scim_health >> scim
+    diff = compute_diff(desired, observed, scim)
     validated = validate_policies(desired, diff)
     guard = deletion_guard(validated)
+    guard >> request_approval
     applied_sets = apply_permission_sets(validated, diff)
-    guard >> approve_deletions >> deletions_approved >> applied_sets
-    guard >> applied_sets
-    applied_assignments = apply_assignments(validated, diff, applied_sets)
-    # notify runs whatever happened before it (all_done) and reads the XComs that exist.
-    applied_assignments >> notify()
+    applied_assignments = apply_assignments(validated, diff, applied_sets, guard)
+    final = notify()
+    # notify runs whatever happened before it, once every task is final, and reads the XComs that exist.
+    [
+        scim_health,
+        scim,
+        desired,
+        observed,
+        diff,
+        validated,
+        guard,
+        request_approval,
+        applied_sets,
+        applied_assignments,
+    ] >> final
 
 
-idc_sync()
+check_sync_dag(idc_sync())

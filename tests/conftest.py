@@ -22,12 +22,14 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+# Retried tasks wait 1 s instead of 20 s (the DAG reads this when parsed): retries are tested, not waited.
+os.environ.setdefault("IDC_SYNC_RETRY_DELAY_SECONDS", "1")
 
 import boto3  # noqa: E402
 import pytest  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
-from idc_sandbox.core import Sandbox, SandboxConfig  # noqa: E402
+from idc_sandbox.core import Sandbox, SandboxConfig, SystemClock  # noqa: E402
 from idc_sandbox.server import SandboxServer  # noqa: E402
 
 
@@ -43,10 +45,12 @@ def sandbox_server() -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def sandbox(sandbox_server: SandboxServer) -> Sandbox:
-    """The running sandbox, emptied, with default config (real rate limits, 0.5 s async latency)."""
+    """The running sandbox, emptied, with default config (real rate limits, 0.5 s async latency) and the
+    real clock (a test that needs time to pass sets ``sandbox.clock = ManualClock()`` and advances it)."""
     sb = sandbox_server.sandbox
     sb.reset()
     sb.config = SandboxConfig()
+    sb.clock = SystemClock()
     return sb
 
 

@@ -61,7 +61,7 @@ from importlib import resources
 from typing import Any
 
 from idc_sandbox.core import Sandbox, ServiceError
-from idc_sandbox.state import Assignment, AsyncRequest, IdentityCenter, PermissionSet, utcnow
+from idc_sandbox.state import Assignment, AsyncRequest, IdentityCenter, PermissionSet
 
 SERVICE = "sso-admin"
 TARGET_PREFIX = "SWBExternalService"
@@ -484,7 +484,7 @@ def _start_request(
         request_id=_new_request_id(sandbox),
         kind=kind,
         status="IN_PROGRESS",
-        created=utcnow(),
+        created=sandbox.now(),
         completes_at=sandbox.monotonic() + max(cfg.async_latency_seconds, 0.0),
         payload={**payload, "accounts": list(accounts), "version": ps.version},
         will_fail=will_fail,

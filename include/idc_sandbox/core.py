@@ -8,12 +8,14 @@ service's wire protocol.
 from __future__ import annotations
 
 import dataclasses as dc
+import datetime as dt
 import itertools
 import random
 import threading
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from idc_sandbox.state import World
 
@@ -26,7 +28,60 @@ FAULT_KINDS = (
     "outage",  # the whole service answers 503 (connection-level outage)
     "latency",  # adds latency_ms before answering
     "db_lock",  # kintone GAIA_DA02 (520)
+    "short_read",  # kintone cursor page silently drops its last record (fewer records than totalCount)
 )
+
+
+class Clock(Protocol):
+    """Where the sandbox reads time: token buckets, async operation latency, cursor TTLs, timestamps.
+
+    Injectable so that tests advance time by events (:class:`ManualClock`) instead of sleeping and
+    asserting on elapsed seconds, which breaks on a loaded machine.
+    """
+
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...  # wall clock, seconds since the epoch
+
+
+class SystemClock:
+    """The real clock (the default): behaviour of a sandbox without an injected clock."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+
+class ManualClock:
+    """A clock that moves only when told to (:meth:`advance`); thread-safe.
+
+    Wall time starts at ``start`` (default: the real time when created, so seeded data that is
+    "12 minutes old" stays plausible) and advances together with the monotonic time.
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self._lock = threading.Lock()
+        # Running totals (not base + offset): "deadline = now + d" then "advance(d)" compares equal,
+        # with no floating-point residue either way.
+        self._mono = 1_000.0
+        self._wall = time.time() if start is None else start
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
+        with self._lock:
+            self._mono += seconds
+            self._wall += seconds
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._mono
+
+    def time(self) -> float:
+        with self._lock:
+            return self._wall
 
 
 class ServiceError(Exception):
@@ -130,7 +185,8 @@ _LOGGED_PARAMS = (
 
 
 class CallLog:
-    def __init__(self) -> None:
+    def __init__(self, wall_time: Callable[[], float] = time.time) -> None:
+        self._wall_time = wall_time
         self._calls: list[Call] = []
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
@@ -140,7 +196,9 @@ class CallLog:
     ) -> None:
         kept = {k: params[k] for k in _LOGGED_PARAMS if isinstance(params, dict) and k in params}
         with self._lock:
-            self._calls.append(Call(next(self._seq), service, operation, kept, status, error, time.time()))
+            self._calls.append(
+                Call(next(self._seq), service, operation, kept, status, error, self._wall_time())
+            )
 
     def clear(self) -> None:
         with self._lock:
@@ -167,21 +225,26 @@ class CallLog:
 
 
 class TokenBucket:
-    """Requests per second with a burst of one second's worth, like the AWS per-API-family limits."""
+    """Requests per second with a burst of one second's worth, like the AWS per-API-family limits.
 
-    def __init__(self, rate: float) -> None:
+    ``monotonic`` is read on every acquisition (the sandbox passes its clock), so a test decides when
+    tokens come back instead of racing the real clock.
+    """
+
+    def __init__(self, rate: float, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.capacity = max(rate, 1.0)
         self.tokens = self.capacity
-        self.updated = time.monotonic()
+        self._monotonic = monotonic
+        self.updated = monotonic()
         self._lock = threading.Lock()
 
     def try_acquire(self) -> bool:
         if self.rate <= 0:
             return True  # unlimited
         with self._lock:
-            now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            now = self._monotonic()
+            self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.updated) * self.rate)
             self.updated = now
             if self.tokens >= 1.0:
                 self.tokens -= 1.0
@@ -220,13 +283,16 @@ class SandboxConfig:
 class Sandbox:
     """The whole emulated world plus its machinery. Handlers take ``sandbox.lock`` while they touch ``world``."""
 
-    def __init__(self, config: SandboxConfig | None = None) -> None:
+    def __init__(self, config: SandboxConfig | None = None, clock: Clock | None = None) -> None:
         self.config = config or SandboxConfig()
+        #: every time the emulation reads (replace it with a :class:`ManualClock` in tests); read through
+        #: the attribute on each use, so swapping it affects buckets and logs already created
+        self.clock: Clock = clock or SystemClock()
         self.lock = threading.RLock()
         self.rng = random.Random(self.config.seed)
         self.world = World()
         self.faults = Faults(self.rng)
-        self.calls = CallLog()
+        self.calls = CallLog(lambda: self.clock.time())
         self._buckets: dict[str, TokenBucket] = {}
         self._ids = itertools.count(1)
 
@@ -245,7 +311,7 @@ class Sandbox:
         rate = self.config.rate_limits.get(family, self.config.rate_limits.get(family.split(":")[0], 0.0))
         bucket = self._buckets.get(family)
         if bucket is None or bucket.rate != rate:
-            bucket = self._buckets[family] = TokenBucket(rate)
+            bucket = self._buckets[family] = TokenBucket(rate, lambda: self.clock.monotonic())
         return bucket.try_acquire()
 
     def random_hex(self, n: int) -> str:
@@ -255,7 +321,11 @@ class Sandbox:
         return next(self._ids)
 
     def monotonic(self) -> float:
-        return time.monotonic()
+        return self.clock.monotonic()
+
+    def now(self) -> dt.datetime:
+        """The sandbox's wall time as an aware UTC datetime (record and job timestamps)."""
+        return dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
 
 
 def aws_fault_guard(

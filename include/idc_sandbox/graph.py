@@ -24,7 +24,6 @@ import asyncio
 import dataclasses as dc
 import datetime as dt
 import re
-import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qs
@@ -34,7 +33,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from idc_sandbox.core import Sandbox
-from idc_sandbox.state import EntraUser, Group, SyncJob, User, utcnow
+from idc_sandbox.state import EntraUser, Group, SyncJob, User
 
 SERVICE = "graph"
 TOKEN_LIFETIME_SECONDS = 3599  # what the identity platform hands out for app-only tokens (about 1 h)
@@ -230,7 +229,7 @@ def _token(sandbox: Sandbox, tenant: str, form: dict[str, str]) -> Response:
                 "value with /.default suffixed to the resource identifier (application ID URI).",
             )
         access_token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.sandbox." + sandbox.random_hex(48)
-        now = time.time()
+        now = sandbox.clock.time()
         entra.tokens = {t: exp for t, exp in entra.tokens.items() if exp > now}  # drop expired ones
         entra.tokens[access_token] = now + TOKEN_LIFETIME_SECONDS
     return JSONResponse(
@@ -265,7 +264,7 @@ def _check_auth(sandbox: Sandbox, request: Request) -> Response | None:
             else "Access token validation failure. Invalid signature."
         )
         return _graph_error(401, "InvalidAuthenticationToken", message)
-    if expiry <= time.time():
+    if expiry <= sandbox.clock.time():
         return _graph_error(
             401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."
         )
@@ -554,7 +553,7 @@ def run_scim_cycle(sandbox: Sandbox) -> dict[str, Any]:
     Lifting a quarantine is an admin action: ``set_job(sandbox, quarantine=None, status_code="Active")``.
     """
     with sandbox.lock:
-        now = utcnow()
+        now = sandbox.now()
         results: list[dict[str, Any]] = []
         succeeded: list[SyncJob] = []
         for job in sandbox.world.entra.jobs:
@@ -572,7 +571,7 @@ def run_scim_cycle(sandbox: Sandbox) -> dict[str, Any]:
             scoped = len(_in_scope_users(sandbox)) + sum(
                 1 for g in sandbox.world.entra.groups.values() if g.assigned_to_app
             )
-            ended = utcnow()
+            ended = sandbox.now()
             for job in succeeded:
                 execution = _execution(
                     now,
@@ -633,7 +632,7 @@ def set_job(
             jobs.append(job)
         for name, value in fields.items():
             setattr(job, name, value)
-        now = utcnow()
+        now = sandbox.now()
         if last_success_minutes_ago is not None:
             ended = now - dt.timedelta(minutes=last_success_minutes_ago)
             execution = _execution(ended - dt.timedelta(seconds=20), ended, "Succeeded")

@@ -5,7 +5,9 @@ Order of operations (each step only starts when the previous one has finished):
 1. ``apply_permission_sets``: CREATE_PERMISSION_SET, then UPDATE_PERMISSION_SET, then
    PROVISION_PERMISSION_SET (a provisioning of a set whose create/update failed in this run is skipped).
 2. ``apply_assignments``: CREATE_ASSIGNMENT and DELETE_ASSIGNMENT (per account in plan order: creations
-   before deletions, so a moved access never has a gap), then, by default, DELETE_PERMISSION_SET through
+   before deletions, so a moved access never has a gap; an operation whose ``depends_on`` did not succeed
+   in this run, e.g. the removal of a renamed set's assignment whose replacement failed, is skipped and
+   left to a later run), then, by default, DELETE_PERMISSION_SET through
    ``apply_permission_set_deletions``: IdC refuses to delete a permission set that still has assignments
    (ConflictException), so its assignment deletions must be finished first, and a set whose assignment
    deletions failed is not deleted in this run.
@@ -51,6 +53,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
+    RECORD_ID_TAG,
     CustomerPolicyRef,
     ObservedState,
     Operation,
@@ -96,7 +99,9 @@ _HINTS = {
     "ResourceNotFoundException": "the resource does not exist (any more); the next run re-reads the state",
 }
 
-Status = Literal["succeeded", "failed", "skipped"]
+Status = Literal["succeeded", "already_in_place", "failed", "skipped"]
+
+WAITING_FOR_RENAME = "waiting for the renamed set's assignment"
 
 
 @dc.dataclass
@@ -113,6 +118,11 @@ class ApplyOptions:
     progress_every: int = 50  # log "applied i/n ..." every this many operations ...
     progress_seconds: float = 10.0  # ... or when this long has passed since the last progress line
     permission_set_concurrency: int = 4  # synchronous create/update calls (shared ~20 req/s quota)
+    # Before CreateAccountAssignment, read the live assignments of that (account, permission set) once
+    # (one ListAccountAssignments per pair) so an assignment already there (an earlier try of this task
+    # made it) is reported "already_in_place", not "succeeded". On for task retries: AWS answers a
+    # duplicate create with SUCCEEDED, so without a read a no-op cannot be told from a change.
+    confirm_creates: bool = False
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     rng: random.Random = dc.field(default_factory=random.Random)
@@ -157,6 +167,7 @@ class _Ctx:
     request_id: str | None = None
     arn: str | None = None
     notes: list[str] = dc.field(default_factory=list)
+    already: bool = False  # the body found its change already in place (a no-op): "already_in_place"
 
 
 class _Progress:
@@ -191,7 +202,8 @@ class _Progress:
 
     def summary(self) -> str:
         return (
-            f"{self.noun}: {self.counts['succeeded']} succeeded, {self.counts['failed']} failed, "
+            f"{self.noun}: {self.counts['succeeded']} succeeded, "
+            f"{self.counts['already_in_place']} already in place, {self.counts['failed']} failed, "
             f"{self.counts['skipped']} skipped ({self.total} operations)"
         )
 
@@ -218,6 +230,9 @@ class _Applier:
         )
         self._name_index: dict[str, str] | None = None
         self._index_lock = threading.Lock()
+        self._live: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (account, ps arn) -> principals
+        self._live_lock = threading.Lock()
+        self.finished: dict[str, bool] = {}  # op key -> OpResult.done, in this run (``Operation.depends_on``)
 
     # ------------------------------------------------------------------ calling AWS
     def _wait(self, state: RetryCallState) -> float:
@@ -339,6 +354,8 @@ class _Applier:
         status: Status = "succeeded"
         try:
             message = body(ctx)
+            if ctx.already:
+                status = "already_in_place"
         except OpFailed as exc:
             status, message = exc.status, exc.message
             ctx.request_id = exc.request_id or ctx.request_id
@@ -351,7 +368,11 @@ class _Applier:
             status, message = "failed", f"unexpected error: {type(exc).__name__}: {exc}"
         if ctx.notes:
             message = "; ".join([message, *ctx.notes]) if message else "; ".join(ctx.notes)
-        if status != "succeeded" and op.kind is OpKind.CREATE_PERMISSION_SET and ctx.arn:
+        if (
+            status not in ("succeeded", "already_in_place")
+            and op.kind is OpKind.CREATE_PERMISSION_SET
+            and ctx.arn
+        ):
             # Half-created (e.g. the boundary or an inline Deny is missing): no ARN in the result, so
             # nothing assigns it this run; the next run sees it (tagged) and completes it as an update.
             message += f" (the permission set exists as {ctx.arn} but its definition is incomplete; the next run completes it)"
@@ -396,7 +417,8 @@ class _Applier:
 
         def run_group(indexes: list[int]) -> None:
             for i in indexes:
-                result = self.run(ops[i], functools.partial(body, ops[i]))
+                result = self.unmet_dependencies(ops[i]) or self.run(ops[i], functools.partial(body, ops[i]))
+                self.finished[ops[i].key] = result.done
                 results[i] = result
                 progress.add(result)
 
@@ -407,6 +429,27 @@ class _Applier:
                 for f in [ex.submit(run_group, idx) for idx in groups.values()]:
                     f.result()  # run_group never raises (run() catches everything)
         return [r for r in results if r is not None]
+
+    def unmet_dependencies(self, op: Operation) -> OpResult | None:
+        """A "skipped" result when an operation ``op`` depends on did not succeed in this run.
+
+        The plan makes the order explicit (the removal of a renamed set's assignment depends on the creation
+        of the new set's one, in the same account group, so it has run before): whatever stopped the
+        creation (a failure, validation, the guard, a cleared task), the old access stays and a later run
+        removes it once the new one exists.
+        """
+        missing = [k for k in op.depends_on if not self.finished.get(k)]
+        if not missing:
+            return None
+        return OpResult(
+            key=op.key,
+            kind=op.kind,
+            status="skipped",
+            message=f"{WAITING_FOR_RENAME} ({', '.join(missing)} did not succeed in this run); "
+            "a later run removes it",
+            attempts=0,
+            permission_set_arn=op.permission_set_arn,
+        )
 
     # ------------------------------------------------------------------ guards
     def refuse_management(self, account_id: str | None) -> None:
@@ -523,6 +566,8 @@ class _Applier:
             "SessionDuration": spec.session_duration,
             "Tags": [{"Key": k, "Value": v} for k, v in self.config.ownership_tag.items()],
         }
+        if spec.record is not None:  # lets a later run recognise a rename of this record (plan.py)
+            params["Tags"].append({"Key": RECORD_ID_TAG, "Value": spec.record.record_id})
         if spec.description:
             params["Description"] = spec.description
         if spec.relay_state:
@@ -563,6 +608,7 @@ class _Applier:
                 "tag); rename the kintone record, or have an admin delete or tag the existing one"
             )
         changed = self.converge(ctx, arn, spec, current)
+        ctx.already = not changed
         return "already existed (created by an earlier attempt), converged" + (
             f" ({', '.join(changed)})" if changed else ""
         )
@@ -587,6 +633,7 @@ class _Applier:
             if not current.managed:
                 raise OpFailed(f"refused: permission set {op.permission_set_name} is not managed by idc-sync")
         changed = self.converge(ctx, arn, spec, current)
+        ctx.already = not changed
         return "updated" + (f" ({', '.join(changed)})" if changed else " (nothing to change)")
 
     def converge(
@@ -733,6 +780,7 @@ class _Applier:
         ps = self.observed_ps(op.permission_set_name)
         arn = op.permission_set_arn or (ps.arn if ps else None)
         if arn is None:
+            ctx.already = True
             return "already gone"
         ctx.arn = arn
         # Verify ownership on the live resource too: the snapshot may be old (clear & retry).
@@ -740,6 +788,7 @@ class _Applier:
             live_tags = self.tags(ctx, arn)
         except ClientError as exc:
             if error_code(exc) == NOT_FOUND:
+                ctx.already = True
                 return "already gone"
             raise
         if not self.owned(live_tags):
@@ -749,9 +798,31 @@ class _Applier:
         gone = self.call_gone_ok(
             ctx, "DeletePermissionSet", InstanceArn=self.instance_arn, PermissionSetArn=arn
         )
+        ctx.already = gone is None
         return "deleted" if gone is not None else "already gone"
 
     # ------------------------------------------------------------------ assignments
+    def assignment_exists(
+        self, ctx: _Ctx, account_id: str, arn: str, principal_type: str, principal_id: str
+    ) -> bool:
+        """Whether the assignment exists now (live read, one per (account, permission set), cached)."""
+        key = (account_id, arn)
+        with self._live_lock:
+            live = self._live.get(key)
+        if live is None:
+            items = self.paginate(
+                ctx,
+                "ListAccountAssignments",
+                "AccountAssignments",
+                InstanceArn=self.instance_arn,
+                AccountId=account_id,
+                PermissionSetArn=arn,
+            )
+            live = {(a.get("PrincipalType", ""), a.get("PrincipalId", "")) for a in items}
+            with self._live_lock:
+                self._live[key] = live
+        return (principal_type, principal_id) in live
+
     def assignment(self, op: Operation, ctx: _Ctx, ps_arns: dict[str, str]) -> str:
         self.refuse_management(op.account_id)
         if not op.account_id:
@@ -787,6 +858,11 @@ class _Applier:
         }
         who = f"{op.principal_type}:{op.principal_name or principal_id}"
         if op.kind == OpKind.CREATE_ASSIGNMENT:
+            if self.opt.confirm_creates and self.assignment_exists(
+                ctx, op.account_id, arn, op.principal_type, principal_id
+            ):
+                ctx.already = True
+                return "already assigned"
             resp = self.call(ctx, "CreateAccountAssignment", **params)
             self.await_status(
                 ctx,
@@ -799,6 +875,7 @@ class _Applier:
             return "assigned"
         resp_d = self.call_gone_ok(ctx, "DeleteAccountAssignment", **params)
         if resp_d is None:
+            ctx.already = True
             return "already gone"
         self.await_status(
             ctx,
@@ -845,7 +922,7 @@ def permission_set_arns(plan: Plan, observed: ObservedState, results: Iterable[O
     out = {name: ps.arn for name, ps in observed.permission_sets.items()}
     names = {op.key: op.permission_set_name for op in plan.operations}
     for r in results:
-        if r.permission_set_arn and r.status == "succeeded" and r.key in names:
+        if r.permission_set_arn and r.done and r.key in names:
             out[names[r.key]] = r.permission_set_arn
     return out
 
@@ -895,9 +972,7 @@ def apply_permission_sets(
     # Provisioning pushes the new definition to accounts: not for a set whose create/update failed
     # (it would publish a half-applied definition); at most 3 at a time and one per account.
     by_key = {op.key: op for op in plan.operations}
-    broken = {
-        by_key[r.key].permission_set_name for r in results if r.status != "succeeded" and r.key in by_key
-    }
+    broken = {by_key[r.key].permission_set_name for r in results if not r.done and r.key in by_key}
     runnable = _skip_permission_sets(
         provisions,
         broken,
@@ -948,7 +1023,7 @@ def apply_assignments(
         failed = {
             by_key[r.key].permission_set_name
             for r in results
-            if r.kind == OpKind.DELETE_ASSIGNMENT and r.status != "succeeded"
+            if r.kind == OpKind.DELETE_ASSIGNMENT and not r.done
         }
         results += apply_permission_set_deletions(
             clients, plan, observed, config, blocked=failed, log=log, options=options
@@ -1015,6 +1090,6 @@ def _skip_permission_sets(
 
 
 def count_by_status(results: Iterable[OpResult]) -> dict[str, int]:
-    """``{"succeeded": n, "failed": n, "skipped": n}`` for summaries."""
+    """``{"succeeded": n, "already_in_place": n, "failed": n, "skipped": n}`` for summaries."""
     c = Counter(r.status for r in results)
-    return {s: c.get(s, 0) for s in ("succeeded", "failed", "skipped")}
+    return {s: c.get(s, 0) for s in ("succeeded", "already_in_place", "failed", "skipped")}

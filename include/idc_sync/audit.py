@@ -1,4 +1,4 @@
-"""The audit store: one JSON artifact per run, and the small state that must survive runs.
+"""The audit store: one JSON artifact per try of a run's notify, and the small state that must survive runs.
 
 The location is a local folder by default or any fsspec URL (``s3://bucket/prefix``) through
 universal-pathlib, so production keeps audits in object storage by changing one setting.
@@ -25,11 +25,18 @@ class AuditStore:
     def _path(self, relative: str) -> UPath:
         return self.root / relative
 
-    def write_run(self, run_id: str, artifact: dict[str, Any]) -> str:
-        """Write ``runs/<date>/<run_id>.json``; returns its location."""
+    def write_run(self, run_id: str, artifact: dict[str, Any], try_number: int | None = None) -> str:
+        """Write ``runs/<date>/<run_id>.try<N>.json`` (one artifact per try of notify); returns its
+        location. An existing artifact is never overwritten: a clash (a try recorded twice) gets a
+        ``-<k>`` suffix, so what an earlier try said stays readable."""
         safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", run_id)
         day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-        path = self._path(f"runs/{day}/{safe}.json")
+        stem = f"runs/{day}/{safe}" + (f".try{int(try_number)}" if try_number is not None else "")
+        path = self._path(f"{stem}.json")
+        k = 1
+        while path.exists():
+            k += 1
+            path = self._path(f"{stem}-{k}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(artifact, indent=2, sort_keys=True, default=str))
         return str(path)

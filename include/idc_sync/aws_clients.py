@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses as dc
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -44,26 +45,37 @@ _SERVICE_NAMES = {
 
 
 class RateLimiter:
-    """Thread-safe token bucket (burst = one second's worth); ``acquire`` sleeps until a token is free."""
+    """Thread-safe token bucket (burst = one second's worth); ``acquire`` sleeps until a token is free.
 
-    def __init__(self, rate: float) -> None:
+    ``monotonic``/``sleep`` are injectable so a test checks the pacing by counting, not by timing.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = float(rate)
         self.capacity = max(self.rate, 1.0)
+        self._monotonic = monotonic
+        self._sleep = sleep
         self._tokens = self.capacity
-        self._updated = time.monotonic()
+        self._updated = monotonic()
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
         while True:
             with self._lock:
-                now = time.monotonic()
+                now = self._monotonic()
                 self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
                 self._updated = now
                 if self._tokens >= 1.0:
                     self._tokens -= 1.0
                     return
                 wait = (1.0 - self._tokens) / self.rate
-            time.sleep(wait)
+            self._sleep(wait)
 
     def __call__(self, **_: Any) -> None:  # botocore event handler signature
         self.acquire()

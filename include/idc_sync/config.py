@@ -54,6 +54,12 @@ class SyncConfig(BaseModel):
     # How long approve_deletions waits for a human before its default (Reject) applies. Read when the DAG
     # is parsed (from $IDC_SYNC_CONFIG or $IDC_SYNC_APPROVAL_TIMEOUT_MINUTES, never the Variable).
     approval_timeout_minutes: float = 240
+    # An Approve answer lets later runs delete exactly that set for this long (the run it triggers may
+    # queue behind a running one); checked against the DAG timings when the DAG file is parsed.
+    approval_grant_hours: float = 24
+    # Apply refuses a plan computed from reads older than this (a UI "clear" re-running apply or the plan
+    # on old XComs): re-run the DAG from extract_kintone.
+    max_plan_age_minutes: float = 20
     timezone: str = "Asia/Tokyo"  # the day in which expires_on ends
     expiry_reminder_days: int = 3
     language: Literal["ja", "en"] = "ja"

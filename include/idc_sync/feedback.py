@@ -9,6 +9,7 @@ touches the record itself (writing to the record would change its revision and l
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,6 +17,9 @@ from pydantic import BaseModel, Field
 
 from idc_sync import messages
 from idc_sync.model import OpResult, Plan, Problem, RecordRef
+from idc_sync.sanitize import slack_code, slack_escape, strip_control
+
+log = logging.getLogger(__name__)
 
 RESOLVED = "resolved"
 INFO_PREFIX = "info:"  # state value of a record whose last comment carried only notes ("info" problems)
@@ -102,12 +106,30 @@ def _texts(language: str) -> dict[str, str]:
     return _HEADERS.get(language, _HEADERS["en"])
 
 
+KINTONE_COMMENT_LIMIT = 65_535  # characters of one kintone comment (POST /k/v1/record/comment.json)
+_MORE = {
+    "ja": "- ……ほか {n} 件（すべての内容は Airflow の実行結果をご覧ください: {run}）",
+    "en": "- … and {n} more (see the Airflow run for all of them: {run})",
+}
+
+
 def render_comment(
-    ref: RecordRef | None, problems: list[Problem], language: str, *, resolved: bool = False
+    ref: RecordRef | None,
+    problems: list[Problem],
+    language: str,
+    *,
+    resolved: bool = False,
+    limit: int = KINTONE_COMMENT_LIMIT,
+    run_url: str | None = None,
 ) -> str:
     """The comment text: a header saying what kind of news this is, one line per problem in the reader's
     language (what is wrong and what to do), and a footer. ``resolved``: the record's errors are gone and
-    only notes remain (the header says so)."""
+    only notes remain (the header says so).
+
+    kintone refuses comments over 65,535 characters, and a refused comment means the requester hears
+    nothing: whatever the number of problems, the text is cut between problem lines to fit ``limit``,
+    ending with "and N more" and a pointer to the Airflow run (``run_url``). Control characters from
+    record text are removed."""
     texts = _texts(language)
     severities = {p.severity for p in problems}
     if resolved:
@@ -120,13 +142,39 @@ def render_comment(
         header, footer = texts["warnings"], texts["footer"]
     else:
         header, footer = texts["info"], texts["footer_info"]
-    lines = [header, ""]
+    items = []
     for p in sorted(problems, key=lambda p: (_ORDER.get(p.severity, 9), p.code, p.message)):
-        text = messages.render_problem(p, language)
-        lines.append(f"- [{texts[_LABEL.get(p.severity, 'error')]}] {text}")
-    if footer:
-        lines += ["", footer]
-    return "\n".join(lines)
+        text = strip_control(messages.render_problem(p, language))
+        items.append(f"- [{texts[_LABEL.get(p.severity, 'error')]}] {text}")
+    tail = ["", footer] if footer else []
+    return _fit_comment([header, ""], items, tail, language, limit, run_url)
+
+
+def _fit_comment(
+    head: list[str], items: list[str], tail: list[str], language: str, limit: int, run_url: str | None
+) -> str:
+    """head + as many whole item lines as fit + "and N more" + tail, within ``limit`` characters."""
+    full = "\n".join([*head, *items, *tail])
+    if len(full) <= limit:
+        return full
+    more = _MORE.get(language, _MORE["en"])
+    run = run_url or "the Airflow UI, DAG idc_sync"
+    fixed = len("\n".join([*head, *tail])) + 2  # the newlines around the item block
+    kept: list[str] = []
+    used = fixed
+    for i, line in enumerate(items):
+        # room for this line and the "and N more" line that follows it (N <= len(items))
+        reserve = len(more.format(n=len(items) - i - 1, run=run)) + 1
+        if used + len(line) + 1 + reserve > limit:
+            break
+        kept.append(line)
+        used += len(line) + 1
+    if not kept and items:  # one enormous problem line: cut it, a cut sentence beats no comment
+        room = limit - fixed - len(more.format(n=len(items) - 1, run=run)) - 2
+        kept.append(_clip(items[0], max(room, 1)))
+    rest = len(items) - len(kept)
+    text = "\n".join([*head, *kept, more.format(n=rest, run=run), *tail])
+    return text[:limit]
 
 
 def mentions_for(ref: RecordRef | None) -> list[dict[str, str]]:
@@ -149,6 +197,7 @@ def plan_feedback(
     app_ids: dict[str, str] | None = None,
     refs: Mapping[str, RecordRef] | None = None,
     complete: bool = True,
+    run_url: str | None = None,
 ) -> FeedbackPlan:
     """Comments to post and the new state (DESIGN rule 5: a comment when a record's problems appear,
     change or are resolved; never the same comment twice).
@@ -175,25 +224,35 @@ def plan_feedback(
             fingerprint=fp,
         )
 
-    for key, (ref, items) in sorted(grouped.items()):
+    def one_record(key: str, ref: RecordRef | None, items: list[Problem]) -> None:
         before = previous.get(key)
         if all(p.severity == "info" for p in items):
             fp = INFO_PREFIX + record_fingerprint(items)
             out.state[key] = fp
             if before == fp:
-                continue
+                return
             # errors that were last said and are now gone: say "resolved" along with the note
             was_problem = before is not None and before != RESOLVED and not before.startswith(INFO_PREFIX)
             if was_problem and not complete and before is not None:
                 out.state[key] = before  # maybe only unchecked: keep the last word
-                continue
-            text = render_comment(ref, items, language, resolved=was_problem)
+                return
+            text = render_comment(ref, items, language, resolved=was_problem, run_url=run_url)
             out.comments.append(comment(ref, key, text, fp))
-            continue
+            return
         fp = record_fingerprint(items)
         out.state[key] = fp
         if before != fp:
-            out.comments.append(comment(ref, key, render_comment(ref, items, language), fp))
+            out.comments.append(comment(ref, key, render_comment(ref, items, language, run_url=run_url), fp))
+
+    for key, (ref, items) in sorted(grouped.items()):
+        try:
+            one_record(key, ref, items)
+        except Exception:  # one record's comment never stops the others (DESIGN rule 6)
+            log.exception("could not build the comment for %s; it is tried again next run", key)
+            if key in previous:
+                out.state[key] = previous[key]  # what was last said stays: nothing is lost or repeated
+            else:
+                out.state.pop(key, None)
 
     for key, fp in previous.items():
         if key in grouped or fp == RESOLVED or fp.startswith(INFO_PREFIX):
@@ -213,12 +272,39 @@ def plan_feedback(
 
 
 def summarize_results(results: Iterable[OpResult]) -> dict[str, dict[str, int]]:
-    """{kind: {succeeded: n, failed: n, skipped: n}}"""
+    """{kind: {status: n}} with status succeeded / already_in_place / failed / skipped."""
     out: dict[str, dict[str, int]] = {}
     for r in results:
         out.setdefault(r.kind.value, {}).setdefault(r.status, 0)
         out[r.kind.value][r.status] += 1
     return out
+
+
+OUTCOMES = ("applied", "already_in_place", "withheld", "skipped", "failed")
+
+
+def outcome_counts(
+    results: Iterable[OpResult], plan: Plan, *, withheld: int = 0, withheld_keys: Iterable[str] = ()
+) -> dict[str, int]:
+    """What really happened, counted from the RESULTS (not from the plan): ``applied`` (a change was
+    made), ``already_in_place`` (nothing to do: an earlier try did it), ``withheld`` (deletions not
+    approved), ``skipped`` (results skipped + the plan's skipped items), ``failed``. The note, Slack and
+    the audit artifact all show these numbers."""
+    items = list(results)
+    # the plan's skipped items, unless also a result or withheld (not counted twice)
+    seen = {r.key for r in items} | set(withheld_keys)
+    return {
+        "applied": sum(r.status == "succeeded" for r in items),
+        "already_in_place": sum(r.status == "already_in_place" for r in items),
+        "withheld": withheld,
+        "skipped": sum(r.status == "skipped" for r in items) + sum(s.key not in seen for s in plan.skipped),
+        "failed": sum(r.status == "failed" for r in items),
+    }
+
+
+def _outcome_text(counts: Mapping[str, int]) -> str:
+    labels = {"already_in_place": "already in place"}
+    return ", ".join(f"{labels.get(k, k)} {counts.get(k, 0)}" for k in OUTCOMES)
 
 
 def run_summary_text(
@@ -230,21 +316,31 @@ def run_summary_text(
     dry_run: bool,
     scim: dict[str, Any] | None,
     ui_url: str | None = None,
+    withheld: int = 0,
+    withheld_keys: Iterable[str] = (),
+    cause: str | None = None,
 ) -> str:
-    """One short paragraph: used as the DagRun note and the first line of the Slack message."""
-    failed = [r for r in results if r.status == "failed"]
-    ok = [r for r in results if r.status == "succeeded"]
+    """One short paragraph: used as the DagRun note and the first line of the Slack message.
+
+    The plan is said as *planned*; what was done comes from the results (``outcome_counts``), so a
+    rejected deletion or a retried no-op is never reported as applied. ``cause``: the run's first
+    failure and what it means (``idc_sync.failures.explain``), said first. Control characters of record
+    text are removed (the note is shown in a browser, the summary in logs)."""
     record_problems = [p for p in problems if p.record is not None and p.severity == "error"]
     admin = [p for p in problems if p.record is None]
-    mode = "dry run: planned" if dry_run else "applied"
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in plan.counts().items() if n)
     parts = [
-        f"idc-sync {dag_run_id}: {mode} {len(plan.operations)} change(s)" + (f" ({counts})" if counts else "")
+        f"idc-sync {dag_run_id}: "
+        + ("dry run: " if dry_run else "")
+        + f"planned {len(plan.operations)} change(s)"
+        + (f" ({counts})" if counts else "")
     ]
-    if not dry_run:
-        parts.append(f"{len(ok)} succeeded, {len(failed)} failed")
-    if plan.skipped:
-        parts.append(f"{len(plan.skipped)} skipped")
+    if dry_run:
+        if plan.skipped:
+            parts.append(f"{len(plan.skipped)} skipped")
+    else:
+        counted = outcome_counts(results, plan, withheld=withheld, withheld_keys=withheld_keys)
+        parts.append(_outcome_text(counted))
     if record_problems:
         parts.append(f"{len(record_problems)} record problem(s)")
     if admin:
@@ -252,9 +348,11 @@ def run_summary_text(
     if scim:
         parts.append(f"SCIM {scim.get('status', 'unknown')}")
     text = "; ".join(parts) + "."
+    if cause:
+        text = f"{cause} {text}"
     if ui_url:
         text += f" {ui_url}"
-    return text
+    return strip_control(text)
 
 
 def slack_message(
@@ -264,34 +362,47 @@ def slack_message(
     problems: list[Problem],
     plan: Plan,
     max_lines: int = 15,
+    withheld: int = 0,
+    withheld_keys: Iterable[str] = (),
+    late: str | None = None,
 ) -> dict[str, Any]:
-    """Incoming-webhook payload (text + mrkdwn blocks): what changed, what failed, what needs an admin."""
+    """Incoming-webhook payload (text + mrkdwn blocks): what changed, what failed, what needs an admin.
+
+    Every piece of text that comes from records or services (names, reasons, error messages) is
+    escaped (``sanitize.slack_escape``): a record named ``<!channel>`` shows as text, it pings nobody.
+    ``late``: the message could not be delivered when it was written (see ``idc_sync.outbox``)."""
+    esc, code = slack_escape, slack_code
     lines: list[str] = []
     failed = [r for r in results if r.status == "failed"]
     if failed:
         lines.append(f"*Failed ({len(failed)})*")
         # messages clipped so every listed key fits Slack's 3,000-character section
-        lines += [f"• `{r.key}`: {_clip(r.message, 110)}" for r in failed[:max_lines]]
+        lines += [f"• `{code(_clip(r.key, 120))}`: {esc(_clip(r.message, 110))}" for r in failed[:max_lines]]
         if len(failed) > max_lines:
             lines.append(f"• … and {len(failed) - max_lines} more (see the audit artifact)")
     admin = [p for p in problems if p.record is None]
     if admin:
         lines.append(f"*Needs an admin ({len(admin)})*")
-        lines += [f"• {p.message}" for p in admin[:max_lines]]
+        lines += [f"• {esc(_clip(p.message, 400))}" for p in admin[:max_lines]]
     drift = [op for op in plan.operations if op.reason.startswith("drift")]
     drift_skipped = [s for s in plan.skipped if s.reason.startswith("drift")]
     if drift or drift_skipped:
         lines.append(f"*Drift ({len(drift) + len(drift_skipped)})*")
-        lines += [f"• {op.kind.value} `{op.key}` ({op.reason})" for op in drift[:max_lines]]
-        lines += [f"• reported only: `{s.key}` ({s.reason})" for s in drift_skipped[:max_lines]]
-    changed = [r for r in results if r.status == "succeeded"]
-    if changed:
-        by_kind = summarize_results(changed)
-        lines.append("*Applied* " + ", ".join(f"{k}: {v['succeeded']}" for k, v in sorted(by_kind.items())))
-    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": summary}}]
+        lines += [f"• {op.kind.value} `{code(op.key)}` ({esc(op.reason)})" for op in drift[:max_lines]]
+        lines += [f"• reported only: `{code(s.key)}` ({esc(s.reason)})" for s in drift_skipped[:max_lines]]
+    counts = outcome_counts(results, plan, withheld=withheld, withheld_keys=withheld_keys)
+    if any(counts.values()):
+        by_kind = summarize_results(r for r in results if r.status == "succeeded")
+        applied = ", ".join(f"{k}: {v['succeeded']}" for k, v in sorted(by_kind.items()))
+        lines.append(f"*Outcome* {_outcome_text(counts)}" + (f" (applied: {applied})" if applied else ""))
+    head = esc(summary)
+    if late:
+        head = f":hourglass: *{esc(late)}*\n{head}"
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": head[:2900]}}]
     if lines:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900]}})
-    return {"text": summary, "blocks": blocks}
+    text = esc(summary) if not late else f"{esc(late)}: {esc(summary)}"
+    return {"text": text[:3000], "blocks": blocks}
 
 
 def _clip(text: str, limit: int) -> str:

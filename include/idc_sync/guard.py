@@ -3,6 +3,9 @@
 A plan trips the guard when it deletes more than ``max_deletions`` assignments, more than
 ``max_deletion_ratio`` of the managed assignments, any permission set that still has assignments, or
 anything at all while the assignments app came back empty (an empty read never means "delete all").
+A permission set renamed in place is no deletion of access: its assignments are *moved* (``moved_to``),
+which neither counts towards the thresholds nor trips the permission-set rule. ``GuardVerdict.held`` says
+which deletions wait for a human.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from idc_sync.config import SyncConfig
-from idc_sync.model import DesiredState, OpKind, Plan, Skipped
+from idc_sync.model import DesiredState, Operation, OpKind, Plan, Skipped
 
 DELETIONS = (OpKind.DELETE_ASSIGNMENT, OpKind.DELETE_PERMISSION_SET)
 
@@ -20,10 +23,17 @@ class GuardVerdict(BaseModel):
     reasons: list[str] = Field(default_factory=list)
     deletions: int = 0
     table: str = ""  # Markdown table of the deletions, for the approval form
+    # Keys of the deletions that wait for a human: all of them when a run-wide rule trips (too many, empty
+    # app); when only permission-set rules trip, just those sets' deletions and the assignments they take
+    # with them, so a pending set deletion does not hold back e.g. the removal of expired access.
+    held: list[str] = Field(default_factory=list)
 
 
 def evaluate_guard(plan: Plan, desired: DesiredState, config: SyncConfig) -> GuardVerdict:
-    deletes = plan.of_kind(OpKind.DELETE_ASSIGNMENT)
+    # A move (renamed set: the new set's assignment exists or is created first, ``Operation.depends_on``)
+    # takes nobody's access away, so it does not count towards the mass-deletion thresholds.
+    all_deletes = plan.of_kind(OpKind.DELETE_ASSIGNMENT)
+    deletes = [op for op in all_deletes if not op.moved_to]
     ps_deletes = plan.of_kind(OpKind.DELETE_PERMISSION_SET)
     reasons: list[str] = []
     if len(deletes) > config.max_deletions:
@@ -40,25 +50,64 @@ def evaluate_guard(plan: Plan, desired: DesiredState, config: SyncConfig) -> Gua
         )
     if (deletes or ps_deletes) and desired.records_read.get("assignments", 0) == 0:
         reasons.append("the assignments app returned no records while IdC has managed assignments")
-    for op in ps_deletes:
-        remaining = managed_assignments_left(plan, op.permission_set_name)
-        if remaining:
-            reasons.append(f"permission set {op.permission_set_name} still has {remaining} assignment(s)")
+    all_keys = [op.key for op in plan.operations if op.kind in DELETIONS]
+    held = all_keys if reasons else sorted(set(_held_with_sets(plan)))
+    reasons += permission_set_deletion_reasons(plan)
     return GuardVerdict(
         tripped=bool(reasons),
         reasons=reasons,
-        deletions=len(deletes) + len(ps_deletes),
+        held=[k for k in all_keys if k in set(held)],
+        deletions=len(all_deletes) + len(ps_deletes),
         table=deletions_table(plan),
     )
 
 
+def permission_set_deletion_reasons(plan: Plan) -> list[str]:
+    """Safety rule 3: deleting a permission set that still has assignments is a human decision.
+
+    Its assignments are those the plan deletes with it plus those it keeps; the deletion passes only when
+    every one of them is moved to the set it was renamed to (``Operation.moved_to``). Whatever the
+    thresholds say: a set's deletion takes away all of its access at once.
+    """
+    reasons: list[str] = []
+    for op in plan.of_kind(OpKind.DELETE_PERMISSION_SET):
+        name = op.permission_set_name
+        lost = _lost_assignments(plan, op)
+        kept = managed_assignments_left(plan, name)
+        if lost or kept:
+            what = f"{len(lost)} assignment(s) deleted with it" + (f", {kept} kept" if kept else "")
+            reasons.append(f"permission set {name} still has assignments ({what})")
+    return reasons
+
+
+def _held_with_sets(plan: Plan) -> list[str]:
+    """The deletions of every permission set that trips the guard, and its assignments that are not moved."""
+    out: list[str] = []
+    for op in plan.of_kind(OpKind.DELETE_PERMISSION_SET):
+        lost = _lost_assignments(plan, op)
+        if lost or managed_assignments_left(plan, op.permission_set_name):
+            out += [op.key, *(a.key for a in lost)]
+    return out
+
+
+def _lost_assignments(plan: Plan, op: Operation) -> list[Operation]:
+    """Assignment deletions of ``op``'s permission set that are not moved to the set it was renamed to."""
+    return [
+        a
+        for a in plan.of_kind(OpKind.DELETE_ASSIGNMENT)
+        if a.permission_set_name == op.permission_set_name and not (op.moved_to and a.moved_to == op.moved_to)
+    ]
+
+
 def managed_assignments_left(plan: Plan, permission_set_name: str) -> int:
     """Assignments of a permission set the plan keeps (skipped deletions count as kept)."""
-    return sum(
-        1
-        for s in plan.skipped
-        if s.key.startswith("delete_assignment:") and f":{permission_set_name}:" in s.key
-    )
+    return sum(1 for s in plan.skipped if _assignment_ps(s.key) == permission_set_name)
+
+
+def _assignment_ps(key: str) -> str | None:
+    """The permission set of a ``delete_assignment:<account>:<ps>:<type>:<principal>`` key."""
+    parts = key.split(":", 4)
+    return parts[2] if len(parts) == 5 and parts[0] == "delete_assignment" else None
 
 
 def deletions_table(plan: Plan, limit: int = 200) -> str:

@@ -352,7 +352,8 @@ class KintoneClient:
 
         The cursor is created on the first ``next()`` and always finished: kintone deletes it itself
         after the last page; otherwise (consumer stopped early, an error, the generator closed) it is
-        deleted here in ``finally``.
+        deleted here in ``finally``. A read that ends with another number of records than kintone's
+        ``totalCount`` raises ``KintoneError`` ``INCOMPLETE_READ`` instead of yielding its last page.
         """
         app = str(app_id)
         if not 1 <= size <= MAX_PAGE_SIZE:
@@ -379,6 +380,10 @@ class KintoneClient:
                 log.log(level, "read %d/%s records of app %s", read, total if total is not None else "?", app)
                 if not page.get("next"):
                     finished = True  # kintone deletes the cursor after its last page
+                    # Checked before the last page is handed out, so a consumer building desired state
+                    # never sees a complete-looking read that misses records (they would be planned as
+                    # deletions).
+                    _check_complete(app, total, read)
                 yield from records
                 if finished:
                     return
@@ -409,7 +414,11 @@ class KintoneClient:
         query: str = "",
         total_count: bool = False,
     ) -> dict[str, Any]:
-        """One page (``GET /k/v1/records.json``): ``{records, totalCount}``; ``query`` may use limit/offset."""
+        """One page (``GET /k/v1/records.json``): ``{records, totalCount}``; ``query`` may use limit/offset.
+
+        Not a full read: whole-app reads go through the cursor (:meth:`get_all_records`), which checks the
+        count it got against kintone's ``totalCount``; a caller paging with this must do that itself.
+        """
         params: dict[str, Any] = {"app": str(app_id)}
         if query:
             params["query"] = query
@@ -577,6 +586,26 @@ class KintoneClient:
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _check_complete(app: str, announced: int | None, read: int) -> None:
+    """Raises ``INCOMPLETE_READ`` when a finished cursor returned another number of records than the
+    ``totalCount`` kintone announced when it was created.
+
+    A short read is otherwise indistinguishable from records having been deleted: the pipeline would
+    plan to remove their assignments. Failing the read stops the run before any plan.
+    """
+    if announced is None:
+        log.warning("kintone announced no totalCount for app %s; read %d records unchecked", app, read)
+        return
+    if read != announced:
+        raise KintoneError(
+            0,
+            "INCOMPLETE_READ",
+            f"kintone announced {announced:,} records in app {app} but the cursor returned {read:,}: "
+            "the read is incomplete, so nothing was planned; re-run the sync (if it keeps happening, "
+            "records are being added or deleted during the read, or kintone is misbehaving)",
+        )
 
 
 def _retry_after(resp: requests.Response) -> float | None:

@@ -67,6 +67,14 @@ CATALOG: dict[str, dict[str, str]] = {
         "en": "idc-sync could not read this record ({error}). Check that its fields have the types of the app "
         "definition; if they do, tell the platform administrators.",
     },
+    "record_internal_error": {
+        "ja": "idc-sync がこのレコードの処理中に内部エラーになりました（{error}）。このレコードは今回反映されず、"
+        "他のレコードは処理されました。レコードに異常な内容がないか確認し、問題なければプラットフォーム管理者に"
+        "連絡してください（詳細はタスクログにあります）。",
+        "en": "idc-sync hit an internal error on this record ({error}); it is left unchanged this run and the "
+        "other records were processed. Check the record for unusual content; if it looks right, tell the "
+        "platform administrators (the task log has the details).",
+    },
     "missing_name": {
         "ja": "権限セット名がありません。「{field}」に 1〜32 文字の名前（英数字と + = , . @ - _）を入力してください。",
         "en": "The permission set has no name. Fill in '{field}' (1-32 characters: letters, digits and "
@@ -217,6 +225,20 @@ CATALOG: dict[str, dict[str, str]] = {
         "カンマ・括弧を確認して JSON を直してください。",
         "en": "The inline policy is not valid JSON: {error} at line {line}, column {column}. Fix the JSON "
         "(check quotes, commas and brackets).",
+    },
+    "inline_policy_too_deep": {
+        "ja": "インラインポリシーの括弧の入れ子が深すぎます（{line} 行目 {column} 列目で {max_depth} 段を超えました。"
+        "IAM ポリシーは 6 段程度で足ります）。余分な [ や {{ がないか確認し、Version とステートメントの一覧の形で"
+        "書き直してください。",
+        "en": "The inline policy nests brackets more than {max_depth} levels deep (at line {line}, column "
+        "{column}); an IAM policy needs about 6. Check for stray or repeated [ and {{ and rewrite it as Version "
+        "plus a list of statements.",
+    },
+    "more_findings": {
+        "ja": "…ほかに {count} 件の指摘があります（1 レコードにつき {shown} 件まで表示）。表示された指摘を直すと、"
+        "残りが表示されます。",
+        "en": "... and {count} more finding(s) are not listed (at most {shown} per record). Fix the listed "
+        "ones; the rest are reported once they are fixed.",
     },
     "inline_policy_not_object": {
         "ja": 'インラインポリシーは JSON オブジェクト（{{"Version": "2012-10-17", "Statement": [...]}}）で'
@@ -414,9 +436,11 @@ CATALOG: dict[str, dict[str, str]] = {
         "if it keeps failing, tell the platform administrators.",
     },
     "deletions_withheld": {
-        "ja": "削除ガードにより削除を保留しました（未承認）。allow_mass_delete を付けて実行すると承認できます。",
-        "en": "Deletions were withheld by the deletion guard (not approved); approve them by triggering with "
-        "allow_mass_delete.",
+        "ja": "削除ガードにより {count} 件の削除を保留しました。判断は DAG idc_sync_approval の承認待ち（または却下済み）"
+        "です。承認されるまで、または allow_mass_delete を付けて実行するまで削除しません。",
+        "en": "{count} deletion(s) were withheld by the deletion guard: they wait for a decision in the DAG "
+        "idc_sync_approval (or were rejected there); nothing is deleted until it is approved or a run is "
+        "triggered with allow_mass_delete.",
     },
     "scim_unhealthy": {
         "ja": "Entra ID の SCIM プロビジョニングが正常ではありません: {reason}",
@@ -425,6 +449,15 @@ CATALOG: dict[str, dict[str, str]] = {
     "task_failed": {
         "ja": "タスク {task_id} が失敗したか結果がありません。ログを確認してください。",
         "en": "Task {task_id} failed or produced nothing: see its log.",
+    },
+    # ------------------------------------------------------------------ renamed permission set (issue 9)
+    "permission_set_renamed": {
+        "ja": "権限セット「{old_name}」は「{new_name}」に名前が変わりました。このレコードの「{field}」は古い名前の"
+        "ままです（ルックアップは保存時の値をコピーします）。アクセスは「{new_name}」で維持されています。"
+        "「{field}」のルックアップで権限セットを選び直して保存してください。",
+        "en": "The permission set '{old_name}' was renamed to '{new_name}'; '{field}' on this record still shows "
+        "the old name (a lookup copies the value when the record is saved). The access is kept under "
+        "'{new_name}': re-select the permission set in '{field}' (the lookup) and save the record.",
     },
     # ------------------------------------------------------------------ expiry (issue 4)
     "access_expiring": {
@@ -464,13 +497,17 @@ def _derive(problem: Problem, language: str) -> dict[str, Any]:
         line = p.get("line")
         p["line_ja"] = f" {line} 行目" if line is not None else ""
         p["line_en"] = f"Line {line}: " if line is not None else ""
-        digits = str(p.get("value", "")).isdigit()
+        written = str(p.get("value", ""))
+        digits = written.isdigit()
         p["digits_ja"] = (
             "アカウント ID はちょうど 12 桁です（先頭の 0 が消えていないか確認）。" if digits else ""
         )
         p["digits_en"] = (
             " An account id has exactly 12 digits; check that a leading zero was not lost." if digits else ""
         )
+        if not written.isascii() and any(ch.isdigit() for ch in written):  # full-width, Arabic-Indic digits
+            p["digits_ja"] = "ID は半角数字（0-9）で書いてください（全角数字などは使えません）。"
+            p["digits_en"] = " Write ids with ASCII digits 0-9 (not full-width or other scripts' digits)."
     if code == "invalid_description":
         chars = p.get("characters") or ""
         p["chars_ja"] = f"。使えない文字: {chars}" if chars else ""

@@ -14,6 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 PrincipalType = Literal["USER", "GROUP"]
+# Tag written on every permission set the pipeline creates: the id of the kintone record that defines it, so
+# a record renamed in place is recognised as a rename, not as a deletion plus a new set.
+RECORD_ID_TAG = "idc-sync:kintone-record-id"
 AppKey = Literal["permission_sets", "assignments"]
 Severity = Literal["error", "warning", "pending", "info"]
 
@@ -97,6 +100,7 @@ class DesiredState(BaseModel):
     # Permission sets whose kintone record exists but has errors: keep them as they are in IdC (neither
     # update nor delete them or their assignments) until the record is fixed. Never in permission_sets.
     held_permission_sets: list[str] = Field(default_factory=list)
+    read_at: dt.datetime | None = None  # when extract_kintone started reading (plan staleness)
 
 
 # --------------------------------------------------------------------------- observed state
@@ -166,6 +170,7 @@ class ObservedState(BaseModel):
     missing_principals: list[str] = Field(default_factory=list)  # "USER:bob" named in kintone, absent in IdC
     scoped: bool = False  # True when only part of IdC was read (scope params): never delete outside it
     scope: Scope | None = None  # the scope the snapshot was taken with (compute_plan falls back to it)
+    read_at: dt.datetime | None = None  # when snapshot_idc started reading (plan staleness)
 
 
 def principal_key(principal_type: str, name: str) -> str:
@@ -200,6 +205,14 @@ class Operation(BaseModel):
     changes: dict[str, dict[str, object]] = Field(default_factory=dict)  # field -> {"from": .., "to": ..}
     reason: str = ""  # "new record", "record deleted", "drift", "expired", "stale provisioning"...
     records: list[RecordRef] = Field(default_factory=list)
+    # Keys of operations of this plan that must succeed in the same run before this one may run (e.g. the
+    # removal of a renamed set's assignment waits for the new set's assignment): otherwise it is skipped and
+    # a later run does it.
+    depends_on: list[str] = Field(default_factory=list)
+    # Rename of a permission set record (same kintone record id, new name): on CREATE_PERMISSION_SET the old
+    # name; on DELETE_ASSIGNMENT / DELETE_PERMISSION_SET the new name that keeps this access.
+    renamed_from: str | None = None
+    moved_to: str | None = None
 
 
 class Skipped(BaseModel):
@@ -212,6 +225,7 @@ class Plan(BaseModel):
     operations: list[Operation] = Field(default_factory=list)
     skipped: list[Skipped] = Field(default_factory=list)
     managed_assignment_count: int = 0  # size of the managed estate, for the deletion ratio
+    inputs_read_at: dt.datetime | None = None  # oldest read the plan stands on (apply refuses old plans)
 
     def of_kind(self, *kinds: OpKind) -> list[Operation]:
         return [op for op in self.operations if op.kind in kinds]
@@ -229,11 +243,18 @@ class Plan(BaseModel):
 class OpResult(BaseModel):
     key: str
     kind: OpKind
-    status: Literal["succeeded", "failed", "skipped"]
+    # "already_in_place": nothing had to be done (an assignment that already exists, a deletion of
+    # something already gone, an earlier try's create): counted apart so summaries stay true.
+    status: Literal["succeeded", "already_in_place", "failed", "skipped"]
     message: str = ""
     attempts: int = 1
     request_id: str | None = None
     permission_set_arn: str | None = None
+
+    @property
+    def done(self) -> bool:
+        """The operation's outcome is in place (changed now or already): what later steps depend on."""
+        return self.status in ("succeeded", "already_in_place")
 
 
 # --------------------------------------------------------------------------- run inputs and checks

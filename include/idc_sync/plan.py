@@ -37,6 +37,15 @@ Without a memory (first run) nothing is called drift. ``feedback.slack_message``
 (today included) gets an ``info`` problem ``access_expiring`` (params ``date``, ``accounts``); its text
 does not change from day to day, so the record is told exactly once (feedback fingerprints).
 
+**Renames** (DESIGN safety rule 3: "the new set's assignments exist before the old ones go"): a managed
+set no record names whose kintone record id (tag ``RECORD_ID_TAG``, else ``PlanMemory.permission_set_records``)
+is the id of a record that now has another name was renamed. The new set is created (``renamed_from``);
+assignment records whose lookup still holds the old name mean the new set (warning
+``permission_set_renamed``); each old assignment the new set takes over is removed as a move
+(``moved_to``, ``depends_on`` = the creation of its replacement, none when it exists already), and the old
+set's deletion carries ``moved_to``. The deletion guard lets moves through; apply skips a move whose
+replacement did not succeed in the run.
+
 ``full_resync=True`` additionally re-provisions every managed permission set to every (in-scope, member)
 account it is provisioned to, with reason ``"full resync"``.
 
@@ -54,8 +63,10 @@ the principal id when its name is unknown), ``delete_permission_set:<ps>``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
+import logging
 import re
 from collections import defaultdict
 from typing import Any
@@ -65,8 +76,10 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from idc_sync.config import SyncConfig
+from idc_sync.isolation import run_isolated
 from idc_sync.model import (
     OP_ORDER,
+    RECORD_ID_TAG,
     AssignmentSpec,
     CustomerPolicyRef,
     DesiredState,
@@ -90,6 +103,7 @@ DRIFT_REPORT = "drift (report mode)"
 DRIFT_ASSIGNMENT = "drift: added by hand in IAM Identity Center (no kintone record asks for it)"
 DRIFT_PERMISSION_SET = "drift: changed by hand in IAM Identity Center"
 PRINCIPAL_PENDING = "principal_pending"
+LOG = logging.getLogger(__name__)
 MANAGEMENT_BLOCKED = "provisioned to the management account"
 
 
@@ -100,6 +114,10 @@ class PlanMemory(BaseModel):
     assignments: list[str] = Field(default_factory=list)
     # permission set name -> digest of the kintone definition last seen in place in IdC
     permission_sets: dict[str, str] = Field(default_factory=dict)
+    # permission set name -> kintone record id that defined it (renames: sets made before the record-id tag,
+    # and old names that assignment records' lookups may still hold after the old set is gone). Never pruned:
+    # kintone never reuses a record id, and one entry per name ever managed is small.
+    permission_set_records: dict[str, str] = Field(default_factory=dict)
 
 
 def assignment_memory_key(account_id: str, ps_name: str, principal_type: str, principal_id: str) -> str:
@@ -112,8 +130,8 @@ def spec_digest(spec: PermissionSetSpec) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_ACCOUNT_RE = re.compile(r"^\d{12}$")
-_DURATION_RE = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?$")
+_ACCOUNT_RE = re.compile(r"^[0-9]{12}$")  # ASCII digits only (\d takes full-width ones)
+_DURATION_RE = re.compile(r"^PT(?:([0-9]+)H)?(?:([0-9]+)M)?(?:([0-9]+)S)?$")
 
 # Codes records.py may already emit for the same thing; the plan does not repeat them on the same record.
 _EQUIVALENT_CODES: dict[str, tuple[str, ...]] = {
@@ -266,6 +284,38 @@ class _Planner:
         }
         self.memory = memory
         self.known_assignments = set(memory.assignments) if memory is not None else None
+        self.renamed = self._detect_renames()  # old name -> new name
+        # (account, ps, type, principal id) wanted -> key of the creation planned for it ("" = in place)
+        self.wanted: dict[tuple[str, str, str, str], str] = {}
+
+    def _detect_renames(self) -> dict[str, str]:
+        """Old name -> new name of every permission set record renamed in place (same kintone record id).
+
+        The record id of a set comes from its ``RECORD_ID_TAG`` (written at creation), else from the plan
+        memory (sets created before the tag existed; old names whose set is already gone, which assignment
+        records may still name because a kintone lookup copies the value at save time). Only an old name no
+        record uses any more, whose record is not being fixed, counts.
+        """
+        by_record = {
+            spec.record.record_id: name
+            for name, spec in self.desired.permission_sets.items()
+            if spec.record is not None and spec.record.app == "permission_sets"
+        }
+        known: dict[str, str] = dict(self.memory.permission_set_records) if self.memory else {}
+        for name, st in self.observed.permission_sets.items():
+            if st.managed and st.tags.get(RECORD_ID_TAG):
+                known[name] = st.tags[RECORD_ID_TAG]
+            elif not st.managed:
+                known.pop(name, None)  # a set someone else owns is never "ours renamed"
+        renamed: dict[str, str] = {}
+        for old, record_id in sorted(known.items()):
+            new = by_record.get(record_id)
+            if new is None or new == old or old in self.desired.permission_sets:
+                continue
+            if old in self.protected_ps or old in self.desired.held_permission_sets:
+                continue
+            renamed[old] = new
+        return renamed
 
     # ------------------------------------------------------------------ helpers
     def problem(
@@ -304,21 +354,23 @@ class _Planner:
         return self.scope.includes_account(account_id)
 
     # ------------------------------------------------------------------ permission sets
-    def plan_permission_sets(self) -> None:
-        for name, spec in sorted(self.desired.permission_sets.items()):
+    def plan_permission_sets(self, only: list[tuple[str, PermissionSetSpec]] | None = None) -> None:
+        for name, spec in sorted(self.desired.permission_sets.items()) if only is None else only:
             if not self.scope.includes_permission_set(name):
                 continue
             state = self.observed.permission_sets.get(name)
             records = [spec.record] if spec.record else []
             if state is None:
+                old = next((o for o, n in sorted(self.renamed.items()) if n == name), None)
                 self.add_op(
                     Operation(
                         key=f"create_permission_set:{name}",
                         kind=OpKind.CREATE_PERMISSION_SET,
                         permission_set_name=name,
                         spec=spec,
-                        reason="new record",
+                        reason=f"renamed from {old}" if old else "new record",
                         records=records,
+                        renamed_from=old,
                     )
                 )
                 continue
@@ -490,85 +542,122 @@ class _Planner:
         rows: list[dict[str, Any]] = []
         protected: set[tuple[str, str, str, str]] = set()  # (account, ps, type, principal id) never deleted
         for a in self.desired.assignments:
-            ps = a.permission_set_name
-            if not self.scope.includes_permission_set(ps):
-                continue
-            expired = a.expires_on is not None and a.expires_on < self.today
-            accounts = [x for x in self._expand(a) if self.account_in_scope(x)]
-            pkey = principal_key(a.principal_type, a.principal_name)
-            pid = self.observed.principal_ids.get(pkey)
-            if pid and not expired:
-                # A record still names these accounts, which are not ACTIVE (suspended, closing): nothing is
-                # created there, and an assignment that exists is not deleted as "not in kintone" either.
-                protected.update((x, ps, a.principal_type, pid) for x in self._inactive_named(a.target))
-            if not accounts:
-                continue
-            if ps in self.desired.held_permission_sets and ps not in self.desired.permission_sets:
-                # Its permission set record has errors (reported there). Existing managed permission set:
-                # its assignments still follow kintone (deletions are held below); otherwise wait for the fix.
-                held_state = self.observed.permission_sets.get(ps)
-                if held_state is None or not held_state.managed:
-                    for x in accounts:
-                        self.skip(
-                            f"create_assignment:{x}:{ps}:{a.principal_type}:{a.principal_name}",
-                            "its permission set record has errors",
-                            a.record,
-                        )
-                    continue
-            elif ps not in self.desired.permission_sets:
-                self.problem(
-                    "unknown_permission_set",
-                    f"Permission set {ps} is not defined in the permission sets app. Add it there first or fix "
-                    "the name.",
-                    record=a.record,
-                    permission_set=ps,
-                )
-                if pid:
-                    protected.update((x, ps, a.principal_type, pid) for x in accounts)
-                continue
-            state = self.observed.permission_sets.get(ps)
-            if state is not None and not state.managed:
-                for x in accounts:
-                    self.skip(
-                        f"create_assignment:{x}:{ps}:{a.principal_type}:{a.principal_name}",
-                        "permission set not managed by this pipeline",
-                        a.record,
-                    )
-                continue
-            if pid is None:
-                if expired:
-                    continue  # nothing to create, nothing that can exist
-                for x in accounts:
-                    self.skip(
-                        f"create_assignment:{x}:{ps}:{a.principal_type}:{a.principal_name}",
-                        PRINCIPAL_PENDING,
-                        a.record,
-                    )
-                self.problem(
-                    "principal_not_found",
-                    f"{'User' if a.principal_type == 'USER' else 'Group'} {a.principal_name} is not in IAM Identity "
-                    "Center yet (provisioning from Entra ID runs about every 40 minutes); the assignment will be made "
-                    "once it arrives.",
-                    severity="pending",
-                    record=a.record,
-                    principal_type=a.principal_type,
-                    principal_name=a.principal_name,
-                )
-                continue
-            for x in accounts:
-                rows.append(
-                    {
-                        "account_id": x,
-                        "ps_name": ps,
-                        "principal_type": a.principal_type,
-                        "principal_id": pid,
-                        "principal_name": a.principal_name,
-                        "expired": expired,
-                        "record": a.record,
-                    }
-                )
-            self._remind_expiry(a, accounts, expired)
+            run_isolated(
+                "plan",
+                a.record,
+                functools.partial(self._desired_row, a, rows, protected),
+                on_error=functools.partial(self._assignment_failed, a),
+                default=None,
+                log=LOG,
+            )
         return rows, protected
+
+    def _desired_row(
+        self, a: AssignmentSpec, rows: list[dict[str, Any]], protected: set[tuple[str, str, str, str]]
+    ) -> None:
+        """The rows one assignment record wants (``_desired_rows``)."""
+        ps = a.permission_set_name
+        if ps in self.renamed:
+            # The record's lookup still holds the old name (kintone copies it at save time): it means
+            # the renamed set. Served under the new name; the requester is asked to re-select it.
+            ps = self.renamed[ps]
+            self.problem(
+                "permission_set_renamed",
+                f"Permission set {a.permission_set_name} was renamed to {ps}; this record still shows the "
+                f"old name. Its access is kept under {ps}: re-select the permission set in "
+                f"'{self.config.assignment_fields.permission_set}' (the lookup) and save the record.",
+                severity="warning",
+                record=a.record,
+                old_name=a.permission_set_name,
+                new_name=ps,
+                field=self.config.assignment_fields.permission_set,
+            )
+            a = a.model_copy(update={"permission_set_name": ps})
+        if not self.scope.includes_permission_set(ps):
+            return
+        expired = a.expires_on is not None and a.expires_on < self.today
+        accounts = [x for x in self._expand(a) if self.account_in_scope(x)]
+        pkey = principal_key(a.principal_type, a.principal_name)
+        pid = self.observed.principal_ids.get(pkey)
+        if pid and not expired:
+            # A record still names these accounts, which are not ACTIVE (suspended, closing): nothing is
+            # created there, and an assignment that exists is not deleted as "not in kintone" either.
+            protected.update((x, ps, a.principal_type, pid) for x in self._inactive_named(a.target))
+        if not accounts:
+            return
+        if ps in self.desired.held_permission_sets and ps not in self.desired.permission_sets:
+            # Its permission set record has errors (reported there). Existing managed permission set:
+            # its assignments still follow kintone (deletions are held below); otherwise wait for the fix.
+            held_state = self.observed.permission_sets.get(ps)
+            if held_state is None or not held_state.managed:
+                for x in accounts:
+                    self.skip(
+                        f"create_assignment:{x}:{ps}:{a.principal_type}:{a.principal_name}",
+                        "its permission set record has errors",
+                        a.record,
+                    )
+                return
+        elif ps not in self.desired.permission_sets:
+            self.problem(
+                "unknown_permission_set",
+                f"Permission set {ps} is not defined in the permission sets app. Add it there first or fix "
+                "the name.",
+                record=a.record,
+                permission_set=ps,
+                name=ps,
+                field=self.config.assignment_fields.permission_set,
+            )
+            if pid:
+                protected.update((x, ps, a.principal_type, pid) for x in accounts)
+            return
+        state = self.observed.permission_sets.get(ps)
+        if state is not None and not state.managed:
+            for x in accounts:
+                self.skip(
+                    f"create_assignment:{x}:{ps}:{a.principal_type}:{a.principal_name}",
+                    "permission set not managed by this pipeline",
+                    a.record,
+                )
+            return
+        if pid is None:
+            if expired:
+                return  # nothing to create, nothing that can exist
+            for x in accounts:
+                self.skip(
+                    f"create_assignment:{x}:{ps}:{a.principal_type}:{a.principal_name}",
+                    PRINCIPAL_PENDING,
+                    a.record,
+                )
+            self.problem(
+                "principal_not_found",
+                f"{'User' if a.principal_type == 'USER' else 'Group'} {a.principal_name} is not in IAM Identity "
+                "Center yet (provisioning from Entra ID runs about every 40 minutes); the assignment will be made "
+                "once it arrives.",
+                severity="pending",
+                record=a.record,
+                principal_type=a.principal_type,
+                principal_name=a.principal_name,
+            )
+            return
+        for x in accounts:
+            rows.append(
+                {
+                    "account_id": x,
+                    "ps_name": ps,
+                    "principal_type": a.principal_type,
+                    "principal_id": pid,
+                    "principal_name": a.principal_name,
+                    "expired": expired,
+                    "record": a.record,
+                }
+            )
+        self._remind_expiry(a, accounts, expired)
+
+    def _assignment_failed(self, a: AssignmentSpec, problem: Problem) -> None:
+        """Per-record isolation: an assignment record whose planning raised gets the problem; nothing of its
+        permission set is deleted this run (which of its rows it wanted is unknown), the others go on."""
+        self.problems.append(problem)
+        self.protected_ps.add(self.renamed.get(a.permission_set_name, a.permission_set_name))
 
     def _remind_expiry(self, a: AssignmentSpec, accounts: list[str], expired: bool) -> None:
         """An ``info`` reminder on the record during the last ``expiry_reminder_days`` days (today included).
@@ -661,6 +750,9 @@ class _Planner:
                         (list(row["active_records"]) or [None])[0],
                     )
                     continue
+                self.wanted[(account, ps, ptype, row["principal_id"])] = (
+                    f"create_assignment:{account}:{ps}:{ptype}:{name}"
+                )
                 self.add_op(
                     Operation(
                         key=f"create_assignment:{account}:{ps}:{ptype}:{name}",
@@ -677,6 +769,7 @@ class _Planner:
                 )
                 continue
             if where == "both" and row["active"]:
+                self.wanted[(account, ps, ptype, row["principal_id"])] = ""
                 continue  # in place
             # Observed and not (or no longer) wanted.
             expired = where == "both"
@@ -718,6 +811,25 @@ class _Planner:
                     )
                 )
 
+    def link_moves(self) -> None:
+        """Assignment removals of a renamed set whose access the new set takes over become *moves*.
+
+        Each one names the new set (``moved_to``) and, when the new assignment is created in this plan,
+        depends on that creation: apply removes the old access only after the new one exists, so nobody
+        loses access in between. A removal the new set does not replace stays a plain deletion.
+        """
+        for op in self.ops.values():
+            new = self.renamed.get(op.permission_set_name)
+            if op.kind is not OpKind.DELETE_ASSIGNMENT or new is None:
+                continue
+            ident = (op.account_id or "", new, op.principal_type or "", op.principal_id or "")
+            if ident not in self.wanted:
+                continue
+            create_key = self.wanted[ident]
+            op.moved_to = new
+            op.depends_on = [create_key] if create_key else []
+            op.reason = f"moved to {new} (renamed)"
+
     # ------------------------------------------------------------------ permission set deletions
     def plan_permission_set_deletions(self) -> None:
         deleting: dict[str, int] = defaultdict(int)
@@ -757,20 +869,56 @@ class _Planner:
             if deleting[name] != counts[name]:
                 self.skip(key, "some of its assignments are kept in this run")
                 continue
+            new = self.renamed.get(name)
             self.add_op(
                 Operation(
                     key=key,
                     kind=OpKind.DELETE_PERMISSION_SET,
                     permission_set_name=name,
                     permission_set_arn=state.arn,
-                    reason="not in kintone",
+                    reason=f"renamed to {new}" if new else "not in kintone",
+                    moved_to=new,
                 )
             )
 
+    def _plan_each_permission_set(self) -> None:
+        """Per-record isolation (:mod:`idc_sync.isolation`): a permission set whose planning raises gets a
+        ``record_internal_error`` problem on its record and none of its operations, and is protected like a
+        record with errors (nothing of it is deleted); the other permission sets are planned as usual."""
+        self.failed_ps: set[str] = set()
+        for name, spec in sorted(self.desired.permission_sets.items()):
+            before = set(self.ops)
+            run_isolated(
+                "plan",
+                spec.record,
+                functools.partial(self.plan_permission_sets, [(name, spec)]),
+                on_error=functools.partial(self._planning_failed, name, before),
+                default=None,
+                log=LOG,
+                params={"permission_set": name},
+            )
+
+    def _planning_failed(self, name: str, before: set[str], problem: Problem) -> None:
+        for key in set(self.ops) - before:  # half-planned operations of the failed set
+            del self.ops[key]
+        self.failed_ps.add(name)
+        self.protected_ps.add(name)
+        self.problems.append(problem)
+
+    def _skip_failed(self) -> None:
+        """Operations of permission sets whose planning failed (their assignments, too) are skipped."""
+        for key, op in list(self.ops.items()):
+            if op.permission_set_name in self.failed_ps:
+                record = op.records[0] if op.records else None
+                self.skip(key, f"planning permission set {op.permission_set_name} failed", record)
+                del self.ops[key]
+
     def plan(self) -> Plan:
-        self.plan_permission_sets()
+        self._plan_each_permission_set()
         self.plan_assignments()
+        self.link_moves()
         self.plan_permission_set_deletions()
+        self._skip_failed()
         order = {k: i for i, k in enumerate(OP_ORDER)}
         operations = sorted(self.ops.values(), key=lambda op: (order[op.kind], op.key))
         managed_arns = {s.arn for s in self.observed.permission_sets.values() if s.managed}
@@ -842,8 +990,9 @@ def next_memory(
     now; others keep their previous entry. A scoped run only adds (it did not read everything).
     """
     effective = scope or observed.scope or Scope()
+    # ``previous`` only for its rename links: a stale lookup's rows count under the renamed set's name
     planner = _Planner(
-        desired, observed, config, effective, today or today_in(config.timezone), "enforce", False, None
+        desired, observed, config, effective, today or today_in(config.timezone), "enforce", False, previous
     )
     rows, _ = planner._desired_rows()
     wanted = {
@@ -866,7 +1015,20 @@ def next_memory(
         if state is not None and state.managed and not permission_set_changes(spec, state):
             sets[name] = spec_digest(spec)
     sets = {n: d for n, d in sets.items() if n in observed.permission_sets or n in desired.permission_sets}
-    return PlanMemory(assignments=sorted(kept), permission_sets=sets)
+    records = dict(previous.permission_set_records) if previous is not None else {}
+    for name, state in observed.permission_sets.items():
+        if state.managed and state.tags.get(RECORD_ID_TAG):
+            records[name] = state.tags[RECORD_ID_TAG]
+    for name, spec in desired.permission_sets.items():
+        state = observed.permission_sets.get(name)
+        if (
+            state is not None
+            and state.managed
+            and spec.record is not None
+            and not state.tags.get(RECORD_ID_TAG)
+        ):
+            records[name] = spec.record.record_id  # the record defining it now (tagged sets: the tag)
+    return PlanMemory(assignments=sorted(kept), permission_sets=sets, permission_set_records=records)
 
 
 def remember_applied(memory: PlanMemory, plan: Plan, succeeded: set[str]) -> PlanMemory:
@@ -920,6 +1082,17 @@ def render_plan(plan: Plan, *, max_lines: int = 500) -> str:
     if plan.is_empty():
         lines.append("No changes. IAM Identity Center matches kintone.")
     body: list[str] = []
+    renames: dict[tuple[str, str], str] = {}  # (old, new) -> " (record N)"; creation and deletion: once
+    for op in plan.of_kind(OpKind.CREATE_PERMISSION_SET, OpKind.DELETE_PERMISSION_SET):
+        pair = (
+            (op.renamed_from, op.permission_set_name)
+            if op.kind is OpKind.CREATE_PERMISSION_SET
+            else (op.permission_set_name, op.moved_to)
+        )
+        if pair[0] and pair[1]:
+            record = f" (record {op.records[0].record_id})" if op.records else ""
+            renames[(pair[0], pair[1])] = renames.get((pair[0], pair[1])) or record
+    body += [f"  ~ rename {old} -> {new}{rec}" for (old, new), rec in renames.items()]
     for op in plan.operations:
         sym = _SYMBOL[op.kind]
         if op.kind in (OpKind.CREATE_ASSIGNMENT, OpKind.DELETE_ASSIGNMENT):

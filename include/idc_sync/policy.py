@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any
 
+from idc_sync import safe_json
+
 # Statement members whose value is "a string or a list of strings" with set semantics in IAM.
 _SET_VALUED = ("Action", "NotAction", "Resource", "NotResource")
 _PRINCIPAL_KEYS = ("Principal", "NotPrincipal")
@@ -72,16 +74,13 @@ def canonical_policy(text: str | None) -> str | None:
     Normalises: key order, whitespace, ``Statement`` as an object vs a list, string vs list for
     Action/NotAction/Resource/NotResource, principal and condition values (all order-insensitive sets in
     IAM), duplicate entries, and statement order (IAM evaluates statements as a set).
-    Raises ``ValueError`` when the text is not valid JSON.
+    Raises :class:`~idc_sync.safe_json.UnsafeJsonError` (a ``ValueError``) when the text is not valid JSON
+    or is beyond :mod:`idc_sync.safe_json`'s size/depth limits: a hostile record must never reach the
+    recursive walk below (or ``json.dumps``) with 3,000 nested brackets.
     """
     if text is None or not text.strip():
         return None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"policy is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from exc
+    doc = safe_json.loads(text)
     if isinstance(doc, dict) and "Statement" in doc:
         statements = doc["Statement"]
         if isinstance(statements, dict):

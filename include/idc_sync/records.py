@@ -40,7 +40,6 @@ Problem codes (all ``severity="error"`` unless noted) and their ``params``:
 ``no_targets``                  ``field``
 ``invalid_target``              ``field``, ``value``, ``line``
 ``missing_permission_set``      ``field``
-``unknown_permission_set``      ``field``, ``name``
 ``invalid_expires_on``          ``field``, ``value``
 ``duplicate_assignment`` (warning) ``count``, ``first_record_ids``, ``example``
 ==============================  ==========================================================
@@ -56,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from idc_sync.config import SyncConfig
+from idc_sync.isolation import internal_error_problem
 from idc_sync.model import (
     AppKey,
     AssignmentSpec,
@@ -75,14 +75,15 @@ _DESCRIPTION_MAX = 700
 _DESCRIPTION_CHARS = re.compile(r"^[\u0009\u000A\u000D\u0020-\u007E\u00A1-\u00FF]*$")
 _RELAY_STATE_MAX = 240
 _RELAY_STATE_CHARS = re.compile(r"^[a-zA-Z0-9&$@#\\/%?=~\-_'\"|!:,.;*+\[\] (){}]+$")
-_DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?$")
+_DURATION = re.compile(r"^PT(?:([0-9]+)H)?(?:([0-9]+)M)?$")
 _MANAGED_ARN = re.compile(
     r"^arn:aws(-[a-z]{1,5}){0,3}:iam::aws:policy((/[A-Za-z0-9.,+@=_-]+)*)/([A-Za-z0-9.,+=@_-]+)$"
 )
-_POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
+_POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$", re.ASCII)
 _POLICY_PATH = re.compile(r"^((/[A-Za-z0-9.,+@=_-]+)*)/$")
-_ACCOUNT_ID = re.compile(r"^\d{12}$")
-_DASHED_ACCOUNT_ID = re.compile(r"^\d{4}-\d{4}-\d{4}$")  # as the AWS console shows it
+# ASCII digits only: ``\d`` would take full-width and Arabic-Indic digits as an account id.
+_ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
+_DASHED_ACCOUNT_ID = re.compile(r"^[0-9]{4}-[0-9]{4}-[0-9]{4}$")  # as the AWS console shows it
 _OU_ID = re.compile(r"^ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}$")
 _TARGET_SEPARATORS = re.compile("[\\s,;\u3001\uff0c\uff1b]+")  # + ideographic/fullwidth , ;
 _POLICY_SEPARATORS = re.compile("[\\s,;\u3001\uff0c\uff1b]+")  # + ideographic/fullwidth , ;
@@ -147,7 +148,7 @@ def _record_id(record: Mapping[str, Any]) -> str:
 
 def _sort_key(record: Mapping[str, Any]) -> tuple[int, str]:
     rid = _record_id(record)
-    return (int(rid), rid) if rid.isdigit() else (10**18, rid)
+    return (int(rid), rid) if rid.isascii() and rid.isdigit() else (10**18, rid)
 
 
 def _ref(
@@ -193,7 +194,7 @@ class _Collector:
 def parse_session_duration(value: str) -> str | None:
     """``PT1H``..``PT12H`` (also ``PT1H30M``, ``PT90M``) -> the value as IdC stores it; None if invalid."""
     text = value.strip().upper()
-    match = _DURATION.match(text)
+    match = _DURATION.match(text) if text.isascii() else None
     if not match or not (match.group(1) or match.group(2)):
         return None
     minutes = int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
@@ -214,6 +215,8 @@ def split_lines(text: str, separators: re.Pattern[str]) -> list[tuple[int, str]]
 def normalise_target(value: str) -> str | None:
     """A 12-digit account id (``1234-5678-9012`` accepted) or an OU id (any case) -> canonical; else None."""
     text = value.strip()
+    if not text.isascii():  # full-width digits, or a Kelvin sign that .lower() would turn into "k"
+        return None
     if _DASHED_ACCOUNT_ID.match(text):
         text = text.replace("-", "")
     if _ACCOUNT_ID.match(text):
@@ -482,11 +485,11 @@ def _parse_assignment(
     for line, item in items:
         target = normalise_target(item)
         if target is None:
-            hint = (
-                " An account id has exactly 12 digits; check that a leading zero was not lost."
-                if item.isdigit()
-                else ""
-            )
+            hint = ""
+            if not item.isascii() and any(ch.isdigit() for ch in item):
+                hint = " Write ids with ASCII digits 0-9 (not full-width or other scripts' digits)."
+            elif item.isdigit():
+                hint = " An account id has exactly 12 digits; check that a leading zero was not lost."
             c.add(
                 "invalid_target",
                 f"Line {line} of '{f.targets}' ('{item}') is neither a 12-digit AWS account id nor an OU id "
@@ -505,14 +508,9 @@ def _parse_assignment(
             f"No permission set is chosen. Pick one in '{f.permission_set}'.",
             field=f.permission_set,
         )
-    elif ps_name not in known_permission_sets:
-        c.add(
-            "unknown_permission_set",
-            f"The permission set '{ps_name}' in '{f.permission_set}' does not exist in the permission sets app. "
-            "Pick an existing one (use the lookup) or create its record first.",
-            field=f.permission_set,
-            name=ps_name,
-        )
+    # A name not in the permission sets app (``known_permission_sets``) is not an error here: the lookup
+    # may still hold the old name of a renamed record (kintone copies it at save time). The plan, which
+    # knows IdC, tells a rename (``permission_set_renamed``) from an unknown name (``unknown_permission_set``).
 
     raw_expiry = _text(record, f.expires_on).strip()
     expires_on: dt.date | None = None
@@ -742,17 +740,18 @@ def _raw_name(record: Mapping[str, Any], code: str) -> str | None:
 
 
 def _unreadable(record: Mapping[str, Any], app: AppKey, ids: Mapping[str, str], exc: Exception) -> Problem:
-    log.warning("could not read record %s of the %s app: %r", _record_id(record), app, exc)
+    """The per-record isolation of parsing (:mod:`idc_sync.isolation`), with this module's own code."""
     try:
         ref: RecordRef | None = _ref(record, app, ids[app])
     except Exception:
         ref = None
-    return Problem(
-        code="unreadable_record",
-        message=(
-            f"idc-sync could not read this record ({type(exc).__name__}). Check that its fields have the types "
-            "of the app definition; if they do, tell the platform administrators."
-        ),
-        record=ref,
-        params={"error": f"{type(exc).__name__}: {exc}"[:300]},
+    problem = internal_error_problem(ref, "parse", exc, log=log, code="unreadable_record")
+    return problem.model_copy(
+        update={
+            "message": (
+                f"idc-sync could not read this record ({type(exc).__name__}). Check that its fields have the "
+                "types of the app definition; if they do, tell the platform administrators."
+            ),
+            "params": {"error": problem.params["error"]},
+        }
     )

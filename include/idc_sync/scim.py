@@ -327,7 +327,9 @@ class ScimVerdict(BaseModel):
         return self.model_dump(mode="json")
 
 
-_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$")
+_DURATION = re.compile(
+    r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$", re.ASCII
+)
 
 
 def parse_duration(value: str | None) -> dt.timedelta | None:

@@ -71,7 +71,7 @@ from idc_sync.model import (
 
 log = logging.getLogger(__name__)
 
-_ACCOUNT_RE = re.compile(r"^\d{12}$")
+_ACCOUNT_RE = re.compile(r"^[0-9]{12}$")  # ASCII digits only
 T = TypeVar("T")
 
 DEFAULT_MAX_WORKERS = 4

@@ -31,6 +31,7 @@ Problem codes (``params`` always include ``permission_set``; severity "error" un
 ``invalid_relay_state``                ``value``
 ``inline_policy_invalid_characters``   ``characters``
 ``inline_policy_not_json``             ``error``, ``line``, ``column``
+``inline_policy_too_deep``             ``max_depth``, ``line``, ``column`` (safe_json's nesting limit)
 ``inline_policy_not_object``           ``type``
 ``inline_policy_missing_version``      (none)
 ``inline_policy_invalid_version``      ``value``
@@ -54,6 +55,8 @@ Problem codes (``params`` always include ``permission_set``; severity "error" un
 ``policy_finding_warning`` (warning)   same
 ``policy_finding_suggestion`` (warning) same
 ``inline_policy_rejected``             ``error`` (Access Analyzer's ValidationException)
+``more_findings`` (error if any hidden one is) ``count``, ``shown`` (beyond MAX_FINDINGS_PER_RECORD)
+``record_internal_error``              ``step``, ``error`` (an unexpected exception; see isolation.py)
 ``access_analyzer_unavailable``        run-level (``record`` None), warning: ``error``, ``unchecked``
 ``managed_policy_check_unavailable``   run-level, warning: ``error``, ``unchecked``
 =====================================  =====================================================================
@@ -62,6 +65,7 @@ Problem codes (``params`` always include ``permission_set``; severity "error" un
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import logging
@@ -77,7 +81,9 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from idc_sync import safe_json
 from idc_sync.config import SyncConfig
+from idc_sync.isolation import run_isolated
 from idc_sync.model import (
     DesiredState,
     Operation,
@@ -102,7 +108,7 @@ NAME_RE = re.compile(r"^[\w+=,.@-]{1,32}$", re.ASCII)
 NAME_MAX = 32
 DESCRIPTION_MAX = 700
 DESCRIPTION_CHARS_RE = re.compile(r"^[\t\n\r\x20-\x7e\xa1-\xff]*$")
-DURATION_RE = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?$")
+DURATION_RE = re.compile(r"^PT(?:([0-9]+)H)?(?:([0-9]+)M)?(?:([0-9]+)S)?$")  # ASCII digits only
 DURATION_MIN, DURATION_MAX = 3600, 12 * 3600
 RELAY_STATE_MAX = 240
 RELAY_STATE_RE = re.compile(r"""^[a-zA-Z0-9&$@#\\/%?=~\-_'"|!:,.;*+\[\] (){}]+$""")
@@ -115,6 +121,12 @@ DEFAULT_POLICY_QUOTA = 10  # IAM "managed policies per role" default; more needs
 CUSTOMER_POLICY_NAME_RE = re.compile(r"^[\w+=,.@-]{1,128}$", re.ASCII)
 CUSTOMER_POLICY_PATH_RE = re.compile(r"^(/[A-Za-z0-9.,+@=_-]+)*/$")
 MANAGED_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::aws:policy/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,128}$", re.ASCII)
+
+# Work per record is bounded: a 10,000-statement policy once gave 30,008 findings (a 31 s XCom push, a
+# notify busy for minutes). The first MAX_FINDINGS_PER_RECORD problems of a permission set are kept, then
+# one ``more_findings`` problem counts the rest; Access Analyzer is read for at most MAX_ANALYZER_FINDINGS.
+MAX_FINDINGS_PER_RECORD = 20
+MAX_ANALYZER_FINDINGS = 100
 
 BLOCKING_FINDINGS = ("ERROR", "SECURITY_WARNING")
 _FINDING_CODES = {
@@ -186,11 +198,36 @@ def suggest_managed_policies(name: str, catalog: Iterable[str] | None = None, n:
 
 # --------------------------------------------------------------------------- problems
 class _Problems:
-    """Thread-safe problem collector (Access Analyzer calls run in a small pool)."""
+    """Thread-safe problem collector (Access Analyzer calls run in a small pool).
 
-    def __init__(self) -> None:
+    Keeps the first ``cap`` problems of each permission set and only counts the rest (whether any of them
+    is an error: that still blocks the set), so a hostile record costs bounded memory, XCom and comment.
+    """
+
+    def __init__(self, cap: int = MAX_FINDINGS_PER_RECORD) -> None:
         self.items: list[Problem] = []
         self._lock = threading.Lock()
+        self._cap = cap
+        self._kept: dict[str, int] = {}
+        self._dropped: dict[str, tuple[PermissionSetSpec, int, bool]] = {}
+
+    def overflow(self) -> list[Problem]:
+        """One ``more_findings`` problem per permission set that had more than ``cap`` problems."""
+        out = []
+        for name, (spec, count, any_error) in sorted(self._dropped.items()):
+            out.append(
+                Problem(
+                    code="more_findings",
+                    message=(
+                        f"... and {count} more finding(s) in the permission set {name} are not listed (at most "
+                        f"{self._cap} are). Fix the listed ones; the rest are reported once they are fixed."
+                    ),
+                    severity="error" if any_error else "warning",
+                    record=spec.record,
+                    params={"permission_set": name, "count": count, "shown": self._cap},
+                )
+            )
+        return out
 
     def add(
         self,
@@ -202,10 +239,28 @@ class _Problems:
     ) -> None:
         record: RecordRef | None = spec.record if spec is not None else None
         if spec is not None:
+            if not self._keep(spec, severity):  # counted, not built: no Problem for the 30,000th finding
+                return
             params = {"permission_set": spec.name, **params}
         problem = Problem(code=code, message=message, severity=severity, record=record, params=params)
         with self._lock:
             self.items.append(problem)
+
+    def add_problem(self, spec: PermissionSetSpec, problem: Problem) -> None:
+        """A ready-made problem of ``spec`` (per-record isolation), under the same cap."""
+        if self._keep(spec, problem.severity):
+            with self._lock:
+                self.items.append(problem)
+
+    def _keep(self, spec: PermissionSetSpec, severity: Severity) -> bool:
+        with self._lock:
+            kept = self._kept.get(spec.name, 0)
+            if kept >= self._cap:
+                _, count, any_error = self._dropped.get(spec.name, (spec, 0, False))
+                self._dropped[spec.name] = (spec, count + 1, any_error or severity == "error")
+                return False
+            self._kept[spec.name] = kept + 1
+            return True
 
 
 def _duration_seconds(value: str) -> int | None:
@@ -255,16 +310,30 @@ def check_inline_policy(spec: PermissionSetSpec, out: _Problems) -> bool:
         )
         ok = False
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = safe_json.loads(text)
+    except safe_json.UnsafeJsonError as exc:
+        if exc.reason == "too_large":
+            return False  # already reported as inline_policy_too_large: not worth reading further
+        if exc.reason == "too_deep":
+            out.add(
+                spec,
+                "inline_policy_too_deep",
+                f"The inline policy of {name} nests brackets more than {exc.limit} levels deep (at line "
+                f"{exc.line}, column {exc.column}); an IAM policy needs at most about 6. Check for stray or "
+                "repeated [ and { and rewrite the policy as Version plus a list of statements.",
+                max_depth=exc.limit,
+                line=exc.line,
+                column=exc.column,
+            )
+            return False
         out.add(
             spec,
             "inline_policy_not_json",
-            f"The inline policy of {name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}. "
+            f"The inline policy of {name} is not valid JSON: {exc.msg} at line {exc.line}, column {exc.column}. "
             "Fix the JSON (check quotes, commas and brackets).",
             error=exc.msg,
-            line=exc.lineno,
-            column=exc.colno,
+            line=exc.line,
+            column=exc.column,
         )
         return False
     if not isinstance(doc, dict):
@@ -564,7 +633,8 @@ class _AwsChecks:
         return exists, errors
 
     def validate_policy(self, text: str) -> list[dict[str, Any]]:
-        """All Access Analyzer findings for an identity policy (paginated). Raises on failure."""
+        """Access Analyzer findings for an identity policy (paginated; at most MAX_ANALYZER_FINDINGS: more
+        would only be counted and dropped). Raises on failure."""
         findings: list[dict[str, Any]] = []
         token: str | None = None
         while True:
@@ -574,8 +644,8 @@ class _AwsChecks:
             page = _retrying(self.sleep, self.attempts)(self.clients.accessanalyzer.validate_policy, **params)
             findings.extend(page.get("findings", []))
             token = page.get("nextToken")
-            if not token:
-                return findings
+            if not token or len(findings) >= MAX_ANALYZER_FINDINGS:
+                return findings[:MAX_ANALYZER_FINDINGS]
 
 
 def _finding_problem(spec: PermissionSetSpec, finding: dict[str, Any], out: _Problems) -> None:
@@ -657,7 +727,21 @@ def validate_permission_sets(
             )
         first.setdefault(key, name)
 
-    to_analyze: list[PermissionSetSpec] = [spec for spec in specs if check_local(spec, out)]
+    def isolated(spec: PermissionSetSpec, check: Callable[[], bool]) -> bool:
+        """One permission set's check; an unexpected error becomes a blocking problem on its record only."""
+        return run_isolated(
+            "validate",
+            spec.record,
+            check,
+            on_error=lambda p: out.add_problem(spec, p),
+            default=False,
+            log=log,
+            params={"permission_set": spec.name},
+        )
+
+    to_analyze: list[PermissionSetSpec] = [
+        spec for spec in specs if isolated(spec, functools.partial(check_local, spec, out))
+    ]
 
     if clients is not None and specs:
         aws = _AwsChecks(clients, sleep, max_attempts, workers)
@@ -670,13 +754,18 @@ def validate_permission_sets(
             if b is not None and b.managed_policy_arn and MANAGED_ARN_RE.match(b.managed_policy_arn):
                 wanted.add(b.managed_policy_arn)
         exists, errors = aws.policies_exist(wanted)
-        for spec in specs:
+
+        def not_found(spec: PermissionSetSpec) -> bool:
             for arn in sorted(set(spec.managed_policies)):
                 if exists.get(arn) is False:
                     _not_found(spec, arn, "managed_policy_not_found", out)
             b = spec.permissions_boundary
             if b is not None and b.managed_policy_arn and exists.get(b.managed_policy_arn) is False:
                 _not_found(spec, b.managed_policy_arn, "permissions_boundary_not_found", out)
+            return True
+
+        for spec in specs:
+            isolated(spec, functools.partial(not_found, spec))
         if errors:
             log.warning("iam:GetPolicy failed for %d policies: %s", len(errors), errors[0][1])
             out.add(
@@ -692,17 +781,17 @@ def validate_permission_sets(
         # Access Analyzer on each inline policy, as written.
         failures: list[tuple[str, str]] = []
 
-        def analyze(spec: PermissionSetSpec) -> None:
+        def analyze(spec: PermissionSetSpec) -> bool:
             assert spec.inline_policy is not None
             cache_key = analyzer_cache_key(spec.inline_policy)
             cached = analyzer_cache.get(cache_key) if analyzer_cache is not None else None
             if isinstance(cached, dict) and isinstance(cached.get("findings"), list):
-                for finding in cached["findings"]:
+                for finding in cached["findings"][:MAX_ANALYZER_FINDINGS]:
                     _finding_problem(spec, finding, out)
-                return
+                return True
             if isinstance(cached, dict) and isinstance(cached.get("rejected"), str):
                 _rejected(spec, cached["rejected"], out)
-                return
+                return True
             try:
                 findings = aws.validate_policy(spec.inline_policy)
             except ClientError as exc:
@@ -712,18 +801,19 @@ def validate_permission_sets(
                         analyzer_cache[cache_key] = {"rejected": _error_text(exc), "at": time.time()}
                 else:
                     failures.append((spec.name, _error_text(exc)))
-                return
+                return True
             except BotoCoreError as exc:
                 failures.append((spec.name, _error_text(exc)))
-                return
+                return True
             if analyzer_cache is not None:
                 analyzer_cache[cache_key] = {"findings": findings, "at": time.time()}
             for finding in findings:
                 _finding_problem(spec, finding, out)
+            return True
 
         if to_analyze:
             with ThreadPoolExecutor(max_workers=max(1, min(workers, len(to_analyze)))) as ex:
-                list(ex.map(analyze, to_analyze))
+                list(ex.map(lambda spec: isolated(spec, lambda: analyze(spec)), to_analyze))
         if failures:
             names = ", ".join(sorted(n for n, _ in failures)[:10])
             log.warning(
@@ -741,8 +831,14 @@ def validate_permission_sets(
             )
 
     problems = sorted(
-        out.items,
-        key=lambda p: (str(p.params.get("permission_set", "")), p.severity != "error", p.code, p.message),
+        [*out.items, *out.overflow()],
+        key=lambda p: (
+            str(p.params.get("permission_set", "")),
+            p.code == "more_findings",  # the "... and M more" line closes its set's list
+            p.severity != "error",
+            p.code,
+            p.message,
+        ),
     )
     blocked = sorted(
         {

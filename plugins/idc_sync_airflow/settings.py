@@ -17,19 +17,71 @@ AIRFLOW_API_CONN_ID = os.environ.get("IDC_SYNC_AIRFLOW_API_CONN_ID", "airflow_ap
 CONFIG_VARIABLE = "idc_sync_config"
 
 
-def approval_timeout() -> dt.timedelta:
-    """How long ``approve_deletions`` waits before its default (Reject) applies.
-
-    Read when the DAG file is parsed, so only from the environment (cheap, no metadata-DB access):
-    ``$IDC_SYNC_APPROVAL_TIMEOUT_MINUTES``, else ``approval_timeout_minutes`` in ``$IDC_SYNC_CONFIG``, else
-    4 hours. (The ``idc_sync_config`` Variable is read by tasks only.)
-    """
-    raw = os.environ.get("IDC_SYNC_APPROVAL_TIMEOUT_MINUTES")
+def retry_delay() -> dt.timedelta:
+    """First retry delay of idc_sync's tasks (exponential backoff after it): 20 s, or
+    ``$IDC_SYNC_RETRY_DELAY_SECONDS`` (read at parse time; the test suite sets 1 s so retried tasks do not
+    make it wait)."""
+    raw = os.environ.get("IDC_SYNC_RETRY_DELAY_SECONDS")
     try:
-        minutes = float(raw) if raw else SyncConfig.from_env().approval_timeout_minutes
+        return dt.timedelta(seconds=float(raw)) if raw else dt.timedelta(seconds=20)
     except ValueError:
-        minutes = SyncConfig().approval_timeout_minutes
-    return dt.timedelta(minutes=max(minutes, 0.01))
+        return dt.timedelta(seconds=20)
+
+
+def approval_timeout() -> dt.timedelta:
+    """How long ``idc_sync_approval.approve_deletions`` waits before its default (Reject) applies.
+
+    Read when the DAG files are parsed, so only from the environment (cheap, no metadata-DB access):
+    ``$IDC_SYNC_APPROVAL_TIMEOUT_SECONDS`` (for tests), ``$IDC_SYNC_APPROVAL_TIMEOUT_MINUTES``, else
+    ``approval_timeout_minutes`` in ``$IDC_SYNC_CONFIG``, else 4 hours. (The ``idc_sync_config``
+    Variable is read by tasks only.)
+    """
+    default = SyncConfig().approval_timeout_minutes * 60
+    seconds = os.environ.get("IDC_SYNC_APPROVAL_TIMEOUT_SECONDS")
+    minutes = os.environ.get("IDC_SYNC_APPROVAL_TIMEOUT_MINUTES")
+    try:
+        if seconds:
+            value = float(seconds)
+        elif minutes:
+            value = float(minutes) * 60
+        else:
+            value = _env_config().approval_timeout_minutes * 60
+    except ValueError:
+        value = default
+    return dt.timedelta(seconds=max(value, 1.0))
+
+
+def approval_grant_ttl() -> dt.timedelta:
+    """How long an Approve lets ``idc_sync`` runs delete that set (``approval_grant_hours`` in
+    ``$IDC_SYNC_CONFIG``, default 24 h). Parse-time setting: it is checked against the DAG timings."""
+    return dt.timedelta(hours=_env_config().approval_grant_hours)
+
+
+# Time a task may wait for the scheduler/executor between its upstream finishing and it starting (and the
+# HITL timeout sweep's latency): part of every worst-case run computed by the timing checks.
+SCHEDULING_SLACK = dt.timedelta(minutes=2)
+# Bound of each ordinary task of the approval DAG (record the decision, trigger the sync).
+APPROVAL_STEP_TIMEOUT = dt.timedelta(minutes=5)
+APPROVAL_STEP_RETRIES = 2
+APPROVAL_STEP_RETRY_DELAY = dt.timedelta(seconds=30)
+
+
+def approval_run_bound() -> dt.timedelta:
+    """The approval DAG's dagrun_timeout, by construction: the response timeout plus the worst case of
+    its other steps (approve_deletions' own start, deletions_approved, record_decision, run_sync) and the
+    scheduling slack of each. Also how long a request counts as pending in ``idc_sync``."""
+    step = (
+        APPROVAL_STEP_TIMEOUT * (APPROVAL_STEP_RETRIES + 1)
+        + APPROVAL_STEP_RETRY_DELAY * APPROVAL_STEP_RETRIES
+    )
+    return approval_timeout() + 4 * (step + SCHEDULING_SLACK)
+
+
+def _env_config() -> SyncConfig:
+    try:
+        return SyncConfig.from_env()
+    except ValueError:  # a broken $IDC_SYNC_CONFIG must not break parsing: tasks report it
+        return SyncConfig()
 
 
 def load_config() -> SyncConfig:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from airflow.sdk import get_current_context
 
-from idc_sync import feedback, guard
+from idc_sync import feedback, guard, sanitize
 from idc_sync.audit import FEEDBACK_STATE, SCIM_STATE, AuditStore
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
@@ -29,8 +29,10 @@ from idc_sync.model import (
 )
 from idc_sync_airflow import settings
 from idc_sync_airflow.hooks import IdcHook, KintoneHook
+from idc_sync_airflow.slack_outbox import deliver_slack
 
 log = logging.getLogger(__name__)
+sanitize.install_log_filter()  # record text with ESC/BEL never reaches a task log raw (issue 9, defect 12)
 
 
 # --------------------------------------------------------------------------- context helpers
@@ -58,10 +60,12 @@ def extract_kintone() -> dict[str, Any]:
     from idc_sync.records import parse_desired_state
 
     config = _config()
+    read_at = dt.datetime.now(dt.UTC)  # the plan's age counts from the start of the reads
     with KintoneHook(settings.KINTONE_CONN_ID, language=config.language).get_client() as client:
         ps_records = client.get_all_records(config.permission_sets_app_id)
         asg_records = client.get_all_records(config.assignments_app_id)
     desired = parse_desired_state(ps_records, asg_records, config)
+    desired.read_at = read_at
     log.info(
         "read %d permission set record(s) and %d assignment record(s): %d permission set(s), "
         "%d assignment(s), %d record problem(s)",
@@ -81,7 +85,9 @@ def snapshot_idc() -> dict[str, Any]:
 
     config = _config()
     clients = IdcHook(settings.AWS_CONN_ID).get_clients()
+    read_at = dt.datetime.now(dt.UTC)
     observed = take_snapshot(clients, None, config, _scope(_params()))
+    observed.read_at = read_at
     log.info(
         "observed %d account(s), %d permission set(s) (%d managed), %d managed assignment(s)",
         len(observed.org.accounts),
@@ -95,7 +101,8 @@ def snapshot_idc() -> dict[str, Any]:
 def compute_diff(
     desired_json: dict[str, Any], observed_json: dict[str, Any], scim: dict[str, Any] | None
 ) -> dict[str, Any]:
-    from idc_sync.plan import compute_plan, render_plan
+    from idc_sync.freshness import oldest
+    from idc_sync.plan import render_plan
     from idc_sync.snapshot import resolve_principals
 
     params = _params()
@@ -107,17 +114,11 @@ def compute_diff(
     observed = resolve_principals(clients, observed, desired)
     store = AuditStore(config.audit_path)
     memory = _plan_memory(store)
-    plan, problems = compute_plan(
-        desired,
-        observed,
-        config,
-        scope=_scope(params),
-        today=_today(config),
-        drift_mode=params.get("drift_mode", "enforce"),
-        full_resync=bool(params.get("full_resync")),
-        memory=memory,
-    )
+    plan, problems = _compute_plan(desired, observed, config, params, memory)
     problems = _pending_or_error(problems, scim, config)
+    # The plan is as old as its oldest read: apply refuses it once that is too old (a UI clear of
+    # compute_diff re-plans on the original reads' XComs).
+    plan = plan.model_copy(update={"inputs_read_at": oldest([desired.read_at, observed.read_at])})
     log.info("plan:\n%s", render_plan(plan))
     if not params.get("dry_run"):
         _save_plan_memory(store, memory, desired, observed, config, params)
@@ -127,6 +128,24 @@ def compute_diff(
         "observed": observed.model_dump(mode="json"),
         "adopted": [r.model_dump(mode="json") for r in adopted],
     }
+
+
+def _compute_plan(
+    desired: DesiredState, observed: ObservedState, config: SyncConfig, params: dict[str, Any], memory: Any
+) -> tuple[Plan, list[Problem]]:
+    """``idc_sync.plan.compute_plan`` with this run's params (compute_diff, and the deletion check)."""
+    from idc_sync.plan import compute_plan
+
+    return compute_plan(
+        desired,
+        observed,
+        config,
+        scope=_scope(params),
+        today=_today(config),
+        drift_mode=params.get("drift_mode", "enforce"),
+        full_resync=bool(params.get("full_resync")),
+        memory=memory,
+    )
 
 
 PLAN_MEMORY_STATE = "state/plan_memory.json"
@@ -190,7 +209,7 @@ def _remember_applied(store: AuditStore, plan: Plan, results: list[OpResult]) ->
     memory = _plan_memory(store)
     if memory is None:
         return
-    done = {r.key for r in results if r.status == "succeeded"}
+    done = {r.key for r in results if r.done}  # an update already in place (earlier try) is in place too
     try:
         store.write_state(PLAN_MEMORY_STATE, remember_applied(memory, plan, done).model_dump(mode="json"))
     except Exception as exc:
@@ -270,41 +289,110 @@ def _save_analyzer_cache(
             log.warning("could not save the Access Analyzer cache: %s", exc)
 
 
-def deletion_guard(validated: dict[str, Any]) -> list[str]:
-    params = _params()
-    ti = get_current_context()["ti"]
+def scim_verdict() -> dict[str, Any]:
+    """``scim_health``'s verdict, or "unknown" when the check failed in any way (its task failed, was lost
+    by the executor, produced nothing): the SCIM check is advisory and never stops the run (DESIGN)."""
+    from idc_sync.scim import ScimVerdict
+
+    verdict = get_current_context()["ti"].xcom_pull(task_ids="scim_health")
+    if isinstance(verdict, dict) and verdict.get("status") in ("healthy", "unhealthy", "unknown"):
+        return verdict
+    unknown = ScimVerdict.unknown(
+        "the SCIM check failed (scim_health produced no verdict: see its log); missing users and groups "
+        "stay pending"
+    )
+    log.warning("%s", unknown.reason)
+    return unknown.to_xcom()
+
+
+def deletion_guard(validated: dict[str, Any]) -> dict[str, Any]:
+    """Decide which deletions this run applies (``idc_sync.approval.decide_deletions``); never waits.
+
+    Beyond the guard, only deletions covered by a recorded Approve go; the rest is withheld and, unless
+    the same set is pending or was rejected, asked about in ``idc_sync_approval`` (``request_approval``
+    starts it with the question pushed here as XCom ``approval_request``)."""
+    from idc_sync import approval
+    from idc_sync_airflow.approval import REQUEST_XCOM_KEY
+
+    ctx = get_current_context()
+    params, ti, dag_run = ctx["params"], ctx["ti"], ctx["dag_run"]
     config = _config()
     plan = Plan.model_validate(validated["plan"])
     desired = DesiredState.model_validate(ti.xcom_pull(task_ids="extract_kintone"))
     verdict = guard.evaluate_guard(plan, desired, config)
-    ti.xcom_push(key="verdict", value=verdict.model_dump(mode="json"))
-    ti.xcom_push(key="deletions", value=verdict.deletions)
-    ti.xcom_push(
-        key="table",
-        value="\n".join(["Guard tripped:", *[f"- {r}" for r in verdict.reasons], "", verdict.table]),
+    # Only the deletions the guard holds wait for a human (``GuardVerdict.held``); the others go ahead.
+    keys = verdict.held if verdict.tripped else [op.key for op in plan.of_kind(*guard.DELETIONS)]
+    free = [op.key for op in plan.of_kind(*guard.DELETIONS) if op.key not in set(keys)]
+    dry_run = bool(params.get("dry_run"))
+    store = AuditStore(config.audit_path)
+    now = dt.datetime.now(dt.UTC)
+    requests = store.read_state(approval.REQUESTS_STATE) if verdict.tripped else {}
+    decision = approval.decide_deletions(
+        keys,
+        tripped=verdict.tripped,
+        allow_mass_delete=bool(params.get("allow_mass_delete")),
+        dry_run=dry_run,
+        requests=requests,
+        decisions=store.read_state(approval.DECISIONS_STATE) if verdict.tripped else {},
+        now=now,
+        grant_ttl=settings.approval_grant_ttl(),
+        pending_ttl=settings.approval_run_bound(),
     )
+    reasons = "; ".join(verdict.reasons)
     if not verdict.tripped:
         log.info("deletion guard: %d deletion(s) within limits", verdict.deletions)
-        return ["apply_permission_sets"]
-    if params.get("dry_run"):
-        log.warning(
-            "deletion guard tripped (dry run, nothing will be deleted): %s", "; ".join(verdict.reasons)
+    elif decision.status == "not_needed":
+        why = "dry run, nothing will be deleted" if dry_run else "allow_mass_delete=true"
+        log.warning("deletion guard tripped (%s): %s", why, reasons)
+    else:
+        log.warning("deletion guard tripped: %s. %s", reasons, decision.message)
+    out = {
+        "verdict": verdict.model_dump(mode="json"),
+        "status": decision.status,
+        "allowed": [*free, *decision.allowed],
+        "withheld": decision.withheld,
+        "fingerprint": decision.fingerprint,
+        "message": decision.message,
+        "grants": decision.grants,
+    }
+    if decision.ask and decision.fingerprint:
+        withheld = set(decision.withheld)
+        table = guard.deletions_table(
+            plan.model_copy(update={"operations": [op for op in plan.operations if op.key in withheld]})
         )
-        return ["apply_permission_sets"]
-    if params.get("allow_mass_delete"):
-        log.warning("deletion guard tripped but allow_mass_delete=true: %s", "; ".join(verdict.reasons))
-        return ["apply_permission_sets"]
-    log.warning("deletion guard tripped, asking for approval: %s", "; ".join(verdict.reasons))
-    _announce_approval(verdict)
-    return ["approve_deletions", "apply_permission_sets"]
-
-
-APPROVAL_TASK_ID = "approve_deletions"
+        run_id = f"deletions_{decision.fingerprint[:12]}_{now:%Y%m%dT%H%M%S}"
+        request = {
+            "approval_run_id": run_id,
+            "fingerprint": decision.fingerprint,
+            "keys": decision.withheld,
+            "deletions": len(decision.withheld),
+            "reasons": verdict.reasons,
+            "requested_by": dag_run.run_id,
+            "body": "\n".join(["Guard tripped:", *[f"- {r}" for r in verdict.reasons], "", table]),
+        }
+        # Recorded before request_approval starts the run, so the next run (10 min later) never asks twice.
+        store.write_state(
+            approval.REQUESTS_STATE,
+            approval.record_request(
+                requests,
+                decision.fingerprint,
+                decision.withheld,
+                now=now,
+                run_id=dag_run.run_id,
+                reasons=verdict.reasons,
+            ),
+        )
+        ti.xcom_push(key=REQUEST_XCOM_KEY, value=request)
+        out["approval_run_id"] = run_id
+        _announce_approval(verdict, request)
+    return out
 
 
 def approval_link(dag_id: str, run_id: str, base_url: str | None = None) -> str:
-    """The "required actions" page of this run's approval (same URL as HITLOperator.generate_link_to_ui)."""
+    """The "required actions" page of an approval run (same URL as HITLOperator.generate_link_to_ui)."""
     from urllib.parse import quote
+
+    from idc_sync.approval import APPROVAL_TASK_ID
 
     if base_url is None:
         from airflow.sdk.configuration import conf
@@ -316,51 +404,103 @@ def approval_link(dag_id: str, run_id: str, base_url: str | None = None) -> str:
     )
 
 
-def _announce_approval(verdict: guard.GuardVerdict) -> bool:
-    """Tell admins on Slack that deletions wait for them, with the link to answer (default: Reject)."""
+def _announce_approval(verdict: guard.GuardVerdict, request: dict[str, Any]) -> bool:
+    """Tell admins on Slack that withheld deletions wait for them, with the link to answer (default:
+    Reject). Nothing else waits: this run applies creations and updates now."""
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
-    ctx = get_current_context()
-    dag_run = ctx["dag_run"]
-    link = approval_link(dag_run.dag_id, dag_run.run_id)
+    from idc_sync.approval import APPROVAL_DAG_ID
+
+    link = approval_link(APPROVAL_DAG_ID, request["approval_run_id"])
     timeout = settings.approval_timeout()
     text = (
-        f":warning: idc-sync {dag_run.run_id} wants to delete {verdict.deletions} assignment(s) / permission "
-        f"set(s) and waits for approval: {'; '.join(verdict.reasons)}. Approve or reject: {link} "
-        f"(without an answer within {timeout}, the deletions are skipped; creations and updates go ahead)."
+        f":warning: idc-sync {request['requested_by']} withheld {request['deletions']} deletion(s) of "
+        f"assignment(s) / permission set(s): {'; '.join(verdict.reasons)}. Approve or reject: {link} "
+        f"(without an answer within {timeout}, nothing is deleted). Creations and updates are applied "
+        "without waiting; on Approve an idc_sync run starts and deletes what is still planned."
     )
-    table = verdict.table if len(verdict.table) < 2800 else verdict.table[:2800] + "\n…"
+    table = request["body"] if len(request["body"]) < 2800 else request["body"][:2800] + "\n…"
     blocks = [
         {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"```{table}```"}},
     ]
     try:
         SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID).send(text=text, blocks=blocks)
-    except Exception as exc:  # the approval task still waits; the UI shows it
+    except Exception as exc:  # the approval run still waits; the UI lists it under Required actions
         log.error("could not post the approval request to Slack (%s): %s", settings.SLACK_CONN_ID, exc)
         return False
     return True
 
 
-def deletions_allowed() -> tuple[bool, str]:
-    """Whether this run may delete: guard not tripped, allow_mass_delete, or an Approve answer."""
-    ctx = get_current_context()
-    ti = ctx["ti"]
-    params = ctx["params"]
-    verdict = ti.xcom_pull(task_ids="deletion_guard", key="verdict") or {}
-    if not verdict.get("tripped"):
-        return True, ""
-    if params.get("allow_mass_delete"):
-        return True, ""
-    answer = ti.xcom_pull(task_ids="approve_deletions") or {}
-    chosen = answer.get("chosen_options") if isinstance(answer, dict) else None
-    if chosen and "Approve" in chosen:
-        return True, ""
-    return False, "deletion guard: not approved (" + "; ".join(verdict.get("reasons", [])) + ")"
+def deletions_allowed(guard_out: dict[str, Any] | None) -> tuple[set[str] | None, str]:
+    """The deletion keys this run may apply (``None``: all of them) and the reason for the rest."""
+    if not guard_out:  # no decision (an old XCom shape or a failed guard): delete nothing
+        return set(), "deletion guard: no decision in this run"
+    if not guard_out.get("withheld"):
+        return None, ""
+    reasons = "; ".join((guard_out.get("verdict") or {}).get("reasons", []))
+    status = guard_out.get("message") or "not approved"
+    return set(guard_out.get("allowed") or []), f"deletion guard ({reasons}): {status}"
+
+
+NOT_CONFIRMED = "not deleted: kintone asks for it again since the plan was made (confirmed before deleting)"
+
+
+def _confirm_deletions(
+    clients: Any, plan: Plan, observed: ObservedState, config: SyncConfig
+) -> tuple[Plan, list[str]]:
+    """A deletion is confirmed against the current kintone records just before it is made: both apps are
+    read again and planned against the same observed state; a deletion that plan no longer has (a
+    record added or edited since the reads) is skipped, the next run sees it properly."""
+    from idc_sync.model import Skipped
+    from idc_sync.records import parse_desired_state
+    from idc_sync.snapshot import resolve_principals
+
+    deletions = plan.of_kind(*guard.DELETIONS)
+    if not deletions:
+        return plan, []
+    params = _params()
+    with KintoneHook(settings.KINTONE_CONN_ID, language=config.language).get_client() as client:
+        ps_records = client.get_all_records(config.permission_sets_app_id)
+        asg_records = client.get_all_records(config.assignments_app_id)
+    desired = parse_desired_state(ps_records, asg_records, config)
+    observed = resolve_principals(clients, observed, desired)
+    fresh, _ = _compute_plan(desired, observed, config, params, _plan_memory(AuditStore(config.audit_path)))
+    still = {op.key for op in fresh.of_kind(*guard.DELETIONS)}
+    dropped = [op for op in deletions if op.key not in still]
+    for op in dropped:
+        log.warning("%s: %s", op.key, NOT_CONFIRMED)
+    gone = {op.key for op in dropped}
+    skipped = [
+        Skipped(key=op.key, reason=NOT_CONFIRMED, record=op.records[0] if op.records else None)
+        for op in dropped
+    ]
+    kept = [op for op in plan.operations if op.key not in gone]
+    return plan.model_copy(update={"operations": kept, "skipped": [*plan.skipped, *skipped]}), sorted(gone)
+
+
+def _withhold(plan: Plan, reason: str, allowed: set[str]) -> tuple[Plan, list[Any]]:
+    """The plan without the deletions outside ``allowed`` (moved to skipped, in order), and those."""
+    everything = guard.withhold_deletions(plan, reason)
+    before = {s.key for s in plan.skipped}
+    withheld = [s for s in everything.skipped if s.key not in before and s.key not in allowed]
+    kept_ops = [op for op in plan.operations if op.kind not in guard.DELETIONS or op.key in allowed]
+    return plan.model_copy(update={"operations": kept_ops, "skipped": [*plan.skipped, *withheld]}), withheld
 
 
 def _dry_run() -> bool:
     return bool(_params().get("dry_run"))
+
+
+def _refuse_stale(plan: Plan, config: SyncConfig) -> None:
+    """Apply never acts on a stale view (``idc_sync.freshness``): a plan from old reads is refused."""
+    from idc_sync.freshness import stale_plan_refusal
+
+    refusal = stale_plan_refusal(
+        plan.inputs_read_at, dt.datetime.now(dt.UTC), dt.timedelta(minutes=config.max_plan_age_minutes)
+    )
+    if refusal:
+        raise RuntimeError(refusal)
 
 
 def apply_permission_sets(validated: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
@@ -377,6 +517,7 @@ def apply_permission_sets(validated: dict[str, Any], diff: dict[str, Any]) -> di
         log.info("dry run: %d permission set operation(s) not applied", len(ops))
         return {"results": [], "ps_arns": {}}
     config = _config()
+    _refuse_stale(plan, config)
     observed = ObservedState.model_validate(diff["observed"])
     clients = IdcHook(settings.AWS_CONN_ID).get_clients()
     results = apply_sets(clients, plan, observed, config, log=log)
@@ -386,30 +527,51 @@ def apply_permission_sets(validated: dict[str, Any], diff: dict[str, Any]) -> di
 
 
 def apply_assignments(
-    validated: dict[str, Any], diff: dict[str, Any], applied_sets: dict[str, Any]
+    validated: dict[str, Any],
+    diff: dict[str, Any],
+    applied_sets: dict[str, Any],
+    guard_out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from idc_sync.apply import apply_assignments as apply_asg
 
     plan = Plan.model_validate(validated["plan"])
-    allowed, reason = deletions_allowed()
-    if not allowed:
-        plan = guard.withhold_deletions(plan, reason)
-        log.warning("%s: deletions skipped this run", reason)
+    allowed, reason = deletions_allowed(guard_out)
+    withheld: list[Any] = []
+    if allowed is not None:
+        plan, withheld = _withhold(plan, reason, allowed)
+        log.warning("%s", reason)
     ops = plan.of_kind(OpKind.CREATE_ASSIGNMENT, OpKind.DELETE_ASSIGNMENT, OpKind.DELETE_PERMISSION_SET)
     if _dry_run():
         log.info("dry run: %d assignment operation(s) not applied", len(ops))
-        return {"results": [], "withheld": not allowed, "skipped": []}
+        return {"results": [], "withheld": bool(withheld), "skipped": []}
     config = _config()
+    _refuse_stale(plan, config)
     observed = ObservedState.model_validate(diff["observed"])
     clients = IdcHook(settings.AWS_CONN_ID).get_clients()
-    results = apply_asg(clients, plan, observed, config, ps_arns=applied_sets.get("ps_arns", {}), log=log)
+    plan, unconfirmed = _confirm_deletions(clients, plan, observed, config)
+    from idc_sync.apply import ApplyOptions
+
+    # A retry (or a UI clear) may find its creates done by the earlier try: read them live first so
+    # they are reported "already in place", not as changes (issue 9, defect 10).
+    retry = int(get_current_context()["ti"].try_number or 1) > 1
+    results = apply_asg(
+        clients,
+        plan,
+        observed,
+        config,
+        ps_arns=applied_sets.get("ps_arns", {}),
+        log=log,
+        options=ApplyOptions(confirm_creates=retry),
+    )
     _log_results("assignment", results)
     return {
         "results": [r.model_dump(mode="json") for r in results],
-        "withheld": not allowed,
-        "skipped": [s.model_dump(mode="json") for s in plan.skipped if s.reason == reason]
-        if not allowed
-        else [],
+        "withheld": bool(withheld),
+        "skipped": [s.model_dump(mode="json") for s in withheld],
+        "unconfirmed_deletions": unconfirmed,
+        "approval": {
+            k: (guard_out or {}).get(k) for k in ("status", "message", "fingerprint", "approval_run_id")
+        },
     }
 
 
@@ -422,7 +584,56 @@ def _log_results(what: str, results: list[OpResult]) -> None:
 
 
 # --------------------------------------------------------------------------- notify
+# Tasks in the order a failure is looked for when none left a record (the DAG's order).
+TASK_ORDER = (
+    "scim_health",
+    "scim_verdict",
+    "extract_kintone",
+    "snapshot_idc",
+    "compute_diff",
+    "validate_policies",
+    "deletion_guard",
+    "request_approval",
+    "apply_permission_sets",
+    "apply_assignments",
+)
+
+
+def _task_states(ti: Any, dag_run: Any) -> dict[str, str] | None:
+    """State of every task instance of this run (Task SDK ``get_task_states``); None if unavailable."""
+    try:
+        raw = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id])
+    except Exception as exc:
+        log.warning("could not read the run's task states (%s): judging by XComs", type(exc).__name__)
+        return None
+    states = raw.get(dag_run.run_id, raw) if isinstance(raw, dict) else {}
+    return {str(k): str(v).split(".")[-1].lower() for k, v in states.items() if not isinstance(v, dict)}
+
+
+def _run_failures(ti: Any, dag_run: Any, task_ids: list[str]) -> tuple[list[str], Any]:
+    """(failed task ids, first failure as (task_id, TaskFailure | None) or None)."""
+    from idc_sync.failures import FAILED_STATES, TaskFailure, first_failure
+    from idc_sync_airflow.failures import FAILURE_XCOM_KEY
+
+    states = _task_states(ti, dag_run)
+    records: dict[str, TaskFailure] = {}
+    for task_id in task_ids:
+        try:
+            raw = ti.xcom_pull(task_ids=task_id, key=FAILURE_XCOM_KEY)
+        except Exception:
+            raw = None
+        if isinstance(raw, dict):
+            records[task_id] = TaskFailure.model_validate(raw)
+    if states is None:  # no states: a task with a failure record and no output failed
+        states = {t: "failed" for t in records if ti.xcom_pull(task_ids=t) is None}
+    order = [t for t in TASK_ORDER if t in task_ids] + [t for t in task_ids if t not in TASK_ORDER]
+    failed = [t for t in order if states.get(t) in FAILED_STATES and t != "notify"]
+    return failed, first_failure(states, records, order=order)
+
+
 def notify() -> dict[str, Any]:
+    from idc_sync.failures import explain, run_failing
+
     ctx = get_current_context()
     ti = ctx["ti"]
     params = ctx["params"]
@@ -434,17 +645,11 @@ def notify() -> dict[str, Any]:
         return ti.xcom_pull(task_ids=task_id)
 
     desired_json, diff, validated = pull("extract_kintone"), pull("compute_diff"), pull("validate_policies")
-    sets_out, asg_out, scim = (
-        pull("apply_permission_sets") or {},
-        pull("apply_assignments") or {},
-        pull("scim_health"),
-    )
+    sets_out, asg_out = pull("apply_permission_sets") or {}, pull("apply_assignments") or {}
+    scim = pull("scim_verdict") or pull("scim_health")
     problems: list[Problem] = []
-    upstream_failed: list[str] = []
     desired = DesiredState.model_validate(desired_json) if desired_json else None
-    if desired is None:
-        upstream_failed.append("extract_kintone")
-    else:
+    if desired is not None:
         problems += desired.problems
     if diff:
         problems += [Problem.model_validate(p) for p in diff["problems"]]
@@ -454,30 +659,32 @@ def notify() -> dict[str, Any]:
     results = [
         OpResult.model_validate(r) for r in [*sets_out.get("results", []), *asg_out.get("results", [])]
     ]
-    for task_id in (
-        "snapshot_idc",
-        "compute_diff",
-        "validate_policies",
-        "apply_permission_sets",
-        "apply_assignments",
-    ):
-        if not pull(task_id) and desired is not None:
-            upstream_failed.append(task_id)
+    task_ids = [t.task_id for t in ctx["dag"].tasks] if ctx.get("dag") is not None else list(TASK_ORDER)
+    failed_tasks, first = _run_failures(ti, dag_run, task_ids)
+    cause = explain(*first) if first else None
+    withheld_items = asg_out.get("skipped", []) if asg_out.get("withheld") else []
+    withheld_keys = {str(s.get("key")) for s in withheld_items if isinstance(s, dict)}
     if asg_out.get("withheld"):
         problems.append(
             Problem(
                 code="deletions_withheld",
                 severity="warning",
-                message="Deletions were withheld by the deletion guard (not approved); approve them by triggering with allow_mass_delete.",
+                message=f"{len(withheld_items)} deletion(s) were withheld by the deletion guard: they wait for "
+                "a decision in the DAG idc_sync_approval (or were rejected there); nothing is deleted until it "
+                "is approved or a run is triggered with allow_mass_delete.",
+                params={"count": len(withheld_items)},
             )
         )
     problems += _failure_problems(plan, results)
     # SCIM health reaches admins through _scim_alert (once per change), not as a problem every run.
-    for task_id in upstream_failed:
+    if first:  # the first failure first, with its error and what it means
+        failed_tasks = [first[0], *[t for t in failed_tasks if t != first[0]]]
+    for task_id in failed_tasks:
+        record = first[1] if first and first[0] == task_id else None
         problems.append(
             Problem(
                 code="task_failed",
-                message=f"task {task_id} failed or produced nothing: see its log",
+                message=cause if first and first[0] == task_id and cause else explain(task_id, record),
                 params={"task_id": task_id},
             )
         )
@@ -486,17 +693,27 @@ def notify() -> dict[str, Any]:
     if not dry_run and results:
         _remember_applied(store, plan, results)
     summary = feedback.run_summary_text(
-        dag_run_id=dag_run.run_id, plan=plan, results=results, problems=problems, dry_run=dry_run, scim=scim
+        dag_run_id=dag_run.run_id,
+        plan=plan,
+        results=results,
+        problems=problems,
+        dry_run=dry_run,
+        scim=scim,
+        withheld=len(withheld_items),
+        withheld_keys=withheld_keys,
+        cause=cause,
     )
     comments_sent = 0
     # Record comments only from runs that saw every record's whole problem set: a failed step or a scoped
     # run (plan problems only inside the scope) would otherwise read as "resolved" (DESIGN rule 5).
     if not dry_run and desired is not None and diff and validated and _scope(dict(params)).is_full:
-        comments_sent = _send_comments(store, config, problems, desired)
+        comments_sent = _send_comments(
+            store, config, problems, desired, run_url=_run_url(dag_run.dag_id, dag_run.run_id)
+        )
     elif not dry_run:
         log.info("record comments skipped (a step failed or the run is scoped): the next full run says it")
-    scim_alert = None if dry_run else _scim_alert(store, scim)
-    slack_sent = False
+    scim_alert = None if dry_run else _scim_alert(store, scim, dag_run.run_id)
+    slack_sent: bool | None = False
     failed = [r for r in results if r.status == "failed"]
     changed = [r for r in results if r.status == "succeeded"]
     admin = [p for p in problems if p.record is None]
@@ -504,11 +721,36 @@ def notify() -> dict[str, Any]:
         s for s in plan.skipped if s.reason.startswith("drift")
     ]
     if not dry_run and (changed or failed or admin or drift):
-        slack_sent = _send_slack(summary, results, problems, plan)
+        slack_sent = _send_slack(
+            summary,
+            results,
+            problems,
+            plan,
+            dag_run.run_id,
+            withheld=len(withheld_items),
+            withheld_keys=withheld_keys,
+        )
+    elif not dry_run:
+        deliver_slack(None, kind="summary", run_id=dag_run.run_id, store=store)  # late ones still go out
+    outcome = feedback.outcome_counts(
+        results, plan, withheld=len(withheld_items), withheld_keys=withheld_keys
+    )
     artifact = {
         "run_id": dag_run.run_id,
+        "try_number": ti.try_number,
         "params": dict(params),
         "summary": summary,
+        "outcome": outcome,
+        "failure": (
+            {
+                "task_id": first[0],
+                "error": first[1].model_dump(mode="json") if first[1] else None,
+                "text": cause,
+            }
+            if first
+            else None
+        ),
+        "failed_tasks": failed_tasks,
         "scim": scim,
         "desired": {
             "records_read": desired.records_read if desired else {},
@@ -519,23 +761,34 @@ def notify() -> dict[str, Any]:
         "results": [r.model_dump(mode="json") for r in results],
         "problems": [p.model_dump(mode="json") for p in problems],
         "comments_sent": comments_sent,
-        "slack_sent": slack_sent,
+        "slack_sent": bool(slack_sent),
         "scim_alert": scim_alert,
         "adopted": (diff or {}).get("adopted", []),
-        "deletions_withheld": asg_out.get("skipped", []),
+        "deletions_withheld": withheld_items,
     }
-    location = store.write_run(dag_run.run_id, artifact)
+    location = store.write_run(dag_run.run_id, artifact, try_number=ti.try_number)
     log.info("%s", summary)
     log.info("audit artifact: %s", location)
     _set_note(dag_run.dag_id, dag_run.run_id, summary)
-    if failed or upstream_failed:
+    if failed or run_failing(failed_tasks):
         raise RuntimeError(
-            f"{len(failed)} operation(s) failed"
-            + (f" and task(s) {', '.join(upstream_failed)} failed" if upstream_failed else "")
+            (f"{cause} " if cause else "")
+            + f"{len(failed)} operation(s) failed"
+            + (f" and task(s) {', '.join(failed_tasks)} failed" if failed_tasks else "")
             + "; the next run retries what is still needed. Failures: "
             + "; ".join(f"{r.key}: {r.message}" for r in failed[:20])
         )
-    return {"summary": summary, "audit": location, "comments": comments_sent, "slack": slack_sent}
+    return {"summary": summary, "audit": location, "comments": comments_sent, "slack": bool(slack_sent)}
+
+
+def _run_url(dag_id: str, run_id: str) -> str:
+    """This run's page in the Airflow UI (``[api] base_url``), for pointers in comments."""
+    from urllib.parse import quote
+
+    from airflow.sdk.configuration import conf
+
+    base_url = conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
+    return f"{base_url.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe=':+')}"
 
 
 def _failure_problems(plan: Plan, results: list[OpResult]) -> list[Problem]:
@@ -558,7 +811,12 @@ def _failure_problems(plan: Plan, results: list[OpResult]) -> list[Problem]:
 
 
 def _send_comments(
-    store: AuditStore, config: SyncConfig, problems: list[Problem], desired: DesiredState
+    store: AuditStore,
+    config: SyncConfig,
+    problems: list[Problem],
+    desired: DesiredState,
+    *,
+    run_url: str | None = None,
 ) -> int:
     previous = store.read_state(FEEDBACK_STATE)
     refs = {ref.key: ref for ref in _live_records(desired)}
@@ -573,6 +831,7 @@ def _send_comments(
         app_ids=app_ids,
         refs=refs,
         complete=not any(p.code in unchecked for p in problems),
+        run_url=run_url,
     )
     sent = 0
     state = dict(previous)
@@ -620,28 +879,36 @@ def _live_records(desired: DesiredState) -> list[Any]:
     return refs
 
 
-def _send_slack(summary: str, results: list[OpResult], problems: list[Problem], plan: Plan) -> bool:
-    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+def _send_slack(
+    summary: str,
+    results: list[OpResult],
+    problems: list[Problem],
+    plan: Plan,
+    run_id: str,
+    *,
+    withheld: int = 0,
+    withheld_keys: set[str] | None = None,
+) -> bool | None:
+    """The run's Slack message, through the outbox: kept and sent late by a later run if Slack fails."""
+    payload = feedback.slack_message(
+        summary,
+        results=results,
+        problems=problems,
+        plan=plan,
+        withheld=withheld,
+        withheld_keys=withheld_keys or set(),
+    )
+    return deliver_slack(payload, kind="summary", run_id=run_id)
 
-    payload = feedback.slack_message(summary, results=results, problems=problems, plan=plan)
-    try:
-        SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID).send(
-            text=payload["text"], blocks=payload["blocks"]
-        )
-    except Exception as exc:  # Slack down must not hide the run's real outcome
-        log.error("could not post to Slack (%s): %s", settings.SLACK_CONN_ID, exc)
-        return False
-    return True
 
-
-def _scim_alert(store: AuditStore, scim: dict[str, Any] | None) -> str | None:
+def _scim_alert(store: AuditStore, scim: dict[str, Any] | None, run_id: str) -> str | None:
     """One Slack message when SCIM turns unhealthy and one when it recovers, not one every run.
 
-    The last known status lives in the audit store (``SCIM_STATE``), so it survives runs and workers. If
-    the message cannot be posted, the new status is not remembered: the next run tries again.
+    The last known status lives in the audit store (``SCIM_STATE``), so it survives runs and workers.
+    The message goes through the Slack outbox: if Slack refuses it, a later run delivers it (late), so
+    the new status is remembered either way and the alert is neither lost nor repeated.
     """
-    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
-
+    from idc_sync.sanitize import slack_escape
     from idc_sync.scim import scim_alert_text, scim_state_after, scim_transition
 
     previous = store.read_state(SCIM_STATE)
@@ -649,13 +916,16 @@ def _scim_alert(store: AuditStore, scim: dict[str, Any] | None) -> str | None:
     if transition is not None:
         text = scim_alert_text(transition, scim, previous)
         log.log(logging.WARNING if transition == "turned_unhealthy" else logging.INFO, "%s", text)
-        try:
-            SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID).send(
-                text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]
-            )
-        except Exception as exc:
-            log.error("could not post the SCIM alert to Slack (%s): %s", settings.SLACK_CONN_ID, exc)
-            return None
+        safe = slack_escape(text)
+        deliver_slack(
+            {
+                "text": safe[:3000],
+                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": safe[:2900]}}],
+            },
+            kind="scim_alert",
+            run_id=run_id,
+            store=store,
+        )
     store.write_state(SCIM_STATE, scim_state_after(previous, scim, dt.datetime.now(dt.UTC)))
     return transition
 

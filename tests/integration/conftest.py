@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from idc_sandbox.connections import airflow_connection_env
-from idc_sandbox.core import Sandbox, SandboxConfig
+from idc_sandbox.core import Sandbox, SandboxConfig, SystemClock
 from idc_sandbox.seed import load_named_seed, load_seed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,6 +126,7 @@ def harness(
     sandbox: Sandbox = sandbox_server.sandbox
     sandbox.reset()
     sandbox.config = SandboxConfig(async_latency_seconds=0.05)
+    sandbox.clock = SystemClock()
     load_seed(sandbox, load_named_seed("demo"))
     for key, value in airflow_connection_env(sandbox_server.url, sandbox=sandbox).items():
         monkeypatch.setenv(key, value)

@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[2]
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 COMPONENTS = ("api-server", "dag-processor", "scheduler", "triggerer")
 DAG_ID = "idc_sync"
+APPROVAL_DAG_ID = "idc_sync_approval"
 
 
 # --------------------------------------------------------------------------- metadata database
@@ -164,8 +165,8 @@ class Api:
             raise AssertionError(f"{method} {path}: HTTP {resp.status_code} {resp.text[:500]}")
         return resp.json() if resp.content else None
 
-    def task_states(self, run_id: str) -> dict[str, str | None]:
-        tis = self("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    def task_states(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, str | None]:
+        tis = self("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         return {t["task_id"]: t["state"] for t in tis}
 
 
@@ -201,11 +202,15 @@ def assignments(sandbox: Sandbox) -> set[tuple[str, str, str, str]]:
     }
 
 
-# --------------------------------------------------------------------------- the test
-def test_scim_sensor_defers_to_the_real_triggerer_and_the_run_succeeds(tmp_path: Path) -> None:
+# --------------------------------------------------------------------------- the stack
+@contextlib.contextmanager
+def airflow_stack(
+    tmp_path: Path, sandbox: Sandbox, config: dict[str, Any] | None = None, **extra_env: str
+) -> Iterator[Any]:
+    """Sandbox server + metadata DB + api-server, dag-processor, scheduler and triggerer, healthy and
+    logged in; yields (procs, api, audit folder). Dumps the components' logs when the test fails."""
     from cryptography.fernet import Fernet
 
-    started = time.monotonic()
     home = tmp_path / "airflow-home"
     home.mkdir()
     audit = tmp_path / "audit"
@@ -213,12 +218,6 @@ def test_scim_sensor_defers_to_the_real_triggerer_and_the_run_succeeds(tmp_path:
     (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": password}))
     api_port = free_port()
     airflow_url = f"http://127.0.0.1:{api_port}"
-
-    sandbox = Sandbox(SandboxConfig(async_latency_seconds=0.05))
-    load_seed(sandbox, load_named_seed("demo"))
-    # Entra's job last succeeded 3 h ago: stale, so scim_health cannot finish on its first inline check.
-    graph.set_job(sandbox, last_success_minutes_ago=180)
-
     with SandboxServer(sandbox) as server, metadata_database(home) as db_url:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "IDC_SYNC"))}
         env.update(
@@ -239,18 +238,18 @@ def test_scim_sensor_defers_to_the_real_triggerer_and_the_run_succeeds(tmp_path:
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url}/execution/",
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the run this test triggers
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the runs this test triggers
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-                "IDC_SYNC_CONFIG": json.dumps({"audit_path": str(audit)}),
+                "IDC_SYNC_CONFIG": json.dumps({"audit_path": str(audit), **(config or {})}),
                 **airflow_connection_env(
                     server.url, sandbox=sandbox, airflow_url=airflow_url, airflow_password=password
                 ),
+                **extra_env,
             }
         )
         procs = AirflowProcesses(home, env)
         api = Api(airflow_url, password)
-        before = assignments(sandbox)
         ok = False
         try:
             procs.run("db", "migrate", timeout=420)
@@ -268,61 +267,144 @@ def test_scim_sensor_defers_to_the_real_triggerer_and_the_run_succeeds(tmp_path:
                 "api-server, scheduler, triggerer and dag-processor to be healthy", 240, healthy, procs
             )
             api.login()
-            dag = wait_until(f"DAG {DAG_ID} to be parsed", 240, lambda: api("GET", f"/dags/{DAG_ID}"), procs)
-            if dag.get("is_paused"):
-                api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-
-            run_id = api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})[
-                "dag_run_id"
-            ]
-            print(f"triggered {run_id} at +{time.monotonic() - started:.0f} s")
-
-            def deferred() -> bool:
-                states = api.task_states(run_id)
-                assert states.get("scim_health") not in ("success", "failed", "skipped", "upstream_failed"), (
-                    f"scim_health finished without deferring: {states}"
-                )
-                return states.get("scim_health") == "deferred"
-
-            wait_until("scim_health to be deferred", 240, deferred, procs)
-            print(f"scim_health deferred at +{time.monotonic() - started:.0f} s")
-            # While deferred, the task holds no worker slot and nothing downstream of it has run.
-            assert api.task_states(run_id).get("compute_diff") in (None, "none", "scheduled", "queued")
-            assert "taro.tanaka@example.com" not in {
-                u.user_name for u in sandbox.world.identity_store.users.values()
-            }
-
-            # Entra runs a provisioning cycle: the job is healthy again and the new joiner arrives.
-            cycle = graph.run_scim_cycle(sandbox)
-            assert cycle["provisioned"], cycle
-
-            def finished() -> dict[str, Any] | None:
-                run = api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")
-                return run if run["state"] in ("success", "failed") else None
-
-            run = wait_until(f"run {run_id} to finish", 420, finished, procs, every=3)
-            states = api.task_states(run_id)
-            print(f"run {run_id} {run['state']} at +{time.monotonic() - started:.0f} s: {states}")
-            assert run["state"] == "success", states
-            assert states["scim_health"] == "success"
-
-            # The verdict that reached the later tasks came from the triggerer's poll after the cycle.
-            artifacts = sorted(audit.glob("runs/*/*.json"))
-            assert artifacts, "notify wrote no audit artifact"
-            artifact = json.loads(artifacts[-1].read_text())
-            assert artifact["scim"]["status"] == "healthy", artifact["scim"]
-            assert artifact["run_id"] == run_id
-            # Graph was read by the worker (inline check) and by the triggerer (at least once after the cycle).
-            assert len(sandbox.calls.calls("graph", "listJobs")) >= 2
-
-            # The real scheduler path applied the plan: assignments created, taro's included.
-            created = assignments(sandbox) - before
-            assert len(created) >= 20, created
-            assert ("666666666666", "Developer", "USER", "taro.tanaka@example.com") in created
-            assert run.get("note") and "SCIM healthy" in run["note"]
+            yield procs, api, audit
             ok = True
         finally:
             procs.stop()
             if not ok:
                 print(procs.dump())
+
+
+def finished_run(api: Api, procs: AirflowProcesses, dag_id: str, run_id: str, timeout: float) -> Any:
+    def probe() -> dict[str, Any] | None:
+        run = api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+        return run if run["state"] in ("success", "failed") else None
+
+    return wait_until(f"run {dag_id}/{run_id} to finish", timeout, probe, procs, every=3)
+
+
+# --------------------------------------------------------------------------- the test
+def test_scim_sensor_defers_to_the_real_triggerer_and_the_run_succeeds(tmp_path: Path) -> None:
+    started = time.monotonic()
+    sandbox = Sandbox(SandboxConfig(async_latency_seconds=0.05))
+    load_seed(sandbox, load_named_seed("demo"))
+    # Entra's job last succeeded 3 h ago: stale, so scim_health cannot finish on its first inline check.
+    graph.set_job(sandbox, last_success_minutes_ago=180)
+    before = assignments(sandbox)
+
+    with airflow_stack(tmp_path, sandbox) as (procs, api, audit):
+        dag = wait_until(f"DAG {DAG_ID} to be parsed", 240, lambda: api("GET", f"/dags/{DAG_ID}"), procs)
+        if dag.get("is_paused"):
+            api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+
+        run_id = api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})["dag_run_id"]
+        print(f"triggered {run_id} at +{time.monotonic() - started:.0f} s")
+
+        def deferred() -> bool:
+            states = api.task_states(run_id)
+            assert states.get("scim_health") not in ("success", "failed", "skipped", "upstream_failed"), (
+                f"scim_health finished without deferring: {states}"
+            )
+            return states.get("scim_health") == "deferred"
+
+        wait_until("scim_health to be deferred", 240, deferred, procs)
+        print(f"scim_health deferred at +{time.monotonic() - started:.0f} s")
+        # While deferred, the task holds no worker slot and nothing downstream of it has run.
+        assert api.task_states(run_id).get("compute_diff") in (None, "none", "scheduled", "queued")
+        assert "taro.tanaka@example.com" not in {
+            u.user_name for u in sandbox.world.identity_store.users.values()
+        }
+
+        # Entra runs a provisioning cycle: the job is healthy again and the new joiner arrives.
+        cycle = graph.run_scim_cycle(sandbox)
+        assert cycle["provisioned"], cycle
+
+        run = finished_run(api, procs, DAG_ID, run_id, 420)
+        states = api.task_states(run_id)
+        print(f"run {run_id} {run['state']} at +{time.monotonic() - started:.0f} s: {states}")
+        assert run["state"] == "success", states
+        assert states["scim_health"] == "success"
+
+        # The verdict that reached the later tasks came from the triggerer's poll after the cycle.
+        artifacts = sorted(audit.glob("runs/*/*.json"))
+        assert artifacts, "notify wrote no audit artifact"
+        artifact = json.loads(artifacts[-1].read_text())
+        assert artifact["scim"]["status"] == "healthy", artifact["scim"]
+        assert artifact["run_id"] == run_id
+        # Graph was read by the worker (inline check) and by the triggerer (at least once after the cycle).
+        assert len(sandbox.calls.calls("graph", "listJobs")) >= 2
+
+        # The real scheduler path applied the plan: assignments created, taro's included.
+        created = assignments(sandbox) - before
+        assert len(created) >= 20, created
+        assert ("666666666666", "Developer", "USER", "taro.tanaka@example.com") in created
+        assert run.get("note") and "SCIM healthy" in run["note"]
     print(f"real-scheduler test took {time.monotonic() - started:.0f} s")
+
+
+def _slack_texts(sandbox: Sandbox) -> list[str]:
+    out = []
+    for m in sandbox.world.slack.messages:
+        parts = [m.payload.get("text", "")]
+        parts += [(b.get("text") or {}).get("text", "") for b in m.payload.get("blocks") or []]
+        out.append("\n".join(parts))
+    return out
+
+
+def test_unanswered_approval_never_blocks_the_sync_and_ends_in_reject(tmp_path: Path) -> None:
+    """Issue 9 defect 6 with the real scheduler: the guard trips (max_deletions=0), the idc_sync run
+    applies the creations, runs notify and finishes while the question waits in idc_sync_approval; nobody
+    answers within its (short) response timeout, the scheduler's sweep applies Reject, the decision is
+    recorded and posted, and nothing is deleted."""
+    started = time.monotonic()
+    sandbox = Sandbox(SandboxConfig(async_latency_seconds=0.05))
+    load_seed(sandbox, load_named_seed("demo"))
+    before = assignments(sandbox)
+    response_timeout = 30
+
+    with airflow_stack(
+        tmp_path,
+        sandbox,
+        {"max_deletions": 0},  # any deletion trips the guard
+        IDC_SYNC_APPROVAL_TIMEOUT_SECONDS=str(response_timeout),
+    ) as (procs, api, audit):
+        for dag_id in (DAG_ID, APPROVAL_DAG_ID):
+            dag = wait_until(
+                f"DAG {dag_id} to be parsed", 240, lambda d=dag_id: api("GET", f"/dags/{d}"), procs
+            )
+            if dag.get("is_paused"):
+                api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+        run_id = api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {}})["dag_run_id"]
+        run = finished_run(api, procs, DAG_ID, run_id, 600)
+        states = api.task_states(run_id)
+        print(f"run {run_id} {run['state']} at +{time.monotonic() - started:.0f} s: {states}")
+        # the sync did not wait for the human: finished, notify ran, creations applied
+        assert run["state"] == "success", states
+        assert states["notify"] == "success" and states["request_approval"] == "success", states
+        assert "approve_deletions" not in states
+        created = assignments(sandbox) - before
+        assert len(created) >= 20, created
+        asks = [t for t in _slack_texts(sandbox) if "required_actions" in t and APPROVAL_DAG_ID in t]
+        assert asks, _slack_texts(sandbox)
+
+        approval_runs = api("GET", f"/dags/{APPROVAL_DAG_ID}/dagRuns")["dag_runs"]
+        assert len(approval_runs) == 1, approval_runs
+        approval_run_id = approval_runs[0]["dag_run_id"]
+        assert approval_runs[0]["conf"]["requested_by"] == run_id
+        approval_run = finished_run(api, procs, APPROVAL_DAG_ID, approval_run_id, 300 + response_timeout)
+        approval_states = api.task_states(approval_run_id, APPROVAL_DAG_ID)
+        print(
+            f"approval run {approval_run['state']} at +{time.monotonic() - started:.0f} s: {approval_states}"
+        )
+        assert approval_run["state"] == "success", approval_states
+        assert approval_states["record_decision"] == "success"
+        assert approval_states["run_sync"] == "skipped"
+        decisions = json.loads((audit / "state" / "approval_decisions.json").read_text())
+        (decision,) = decisions.values()
+        assert decision["answer"] == "reject" and decision["timed_out"] is True, decision
+        assert any("default, Reject" in t for t in _slack_texts(sandbox)), _slack_texts(sandbox)
+        assert not sandbox.calls.calls("sso-admin", "DeleteAccountAssignment")
+        assert not sandbox.calls.calls("sso-admin", "DeletePermissionSet")
+        assert before <= assignments(sandbox)
+    print(f"real-scheduler approval test took {time.monotonic() - started:.0f} s")

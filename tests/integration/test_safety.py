@@ -8,6 +8,7 @@ account, drift, expiring access and partial failures.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 MGMT = "111111111111"
 DAG_ID = "idc_sync"
+APPROVAL_DAG_ID = "idc_sync_approval"
 APPROVAL = "approve_deletions"
 MEMBER_ACCOUNTS = [
     "222222222222",
@@ -162,9 +164,9 @@ def _task_states(run: Any) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- the human, through REST
 class Approver(threading.Thread):
-    """Waits until ``approve_deletions`` is parked in AWAITING_INPUT, then answers it through the
-    api-server's public REST API (``PATCH .../hitlDetails``), or, with ``answer=None``, lets the response
-    timeout pass and runs the scheduler's own timeout sweep (default: Reject)."""
+    """Waits until ``idc_sync_approval.approve_deletions`` is parked in AWAITING_INPUT, then answers it
+    through the api-server's public REST API (``PATCH .../hitlDetails``), or, with ``answer=None``, lets
+    the response timeout pass and runs the scheduler's own timeout sweep (default: Reject)."""
 
     def __init__(self, answer: str | None, *, wait: float = 300) -> None:
         super().__init__(daemon=True)
@@ -184,7 +186,7 @@ class Approver(threading.Thread):
         with create_session() as session:
             ti = session.scalars(
                 select(TI).where(
-                    TI.dag_id == DAG_ID,
+                    TI.dag_id == APPROVAL_DAG_ID,
                     TI.task_id == APPROVAL,
                     TI.state == TaskInstanceState.AWAITING_INPUT,
                 )
@@ -209,7 +211,7 @@ class Approver(threading.Thread):
             time.sleep(0.5)
             waiting = self._waiting_ti()
         self.run_id = waiting.run_id
-        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{self.run_id}/taskInstances/{APPROVAL}/-1/hitlDetails"
+        path = f"/api/v2/dags/{APPROVAL_DAG_ID}/dagRuns/{self.run_id}/taskInstances/{APPROVAL}/-1/hitlDetails"
         with TestClient(create_app(apps="core")) as api:
             got = api.get(path)
             assert got.status_code == 200, got.text
@@ -233,13 +235,67 @@ def rest_api(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
 
 
-def _run_with(harness: Any, approver: Approver, **params: Any) -> Any:
+def _approval_dag() -> Any:
+    """The approval DAG as parsed now (its response timeout is read from the environment at parse)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.integration.conftest import REPO
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[APPROVAL_DAG_ID]
+
+
+@pytest.fixture(autouse=True)
+def _test_started() -> None:
+    """Runs of earlier tests stay in the session's metadata DB: only this test's count."""
+    global _STARTED
+    _STARTED = dt.datetime.now(dt.UTC)
+
+
+_STARTED = dt.datetime.now(dt.UTC)
+
+
+def _approval_runs() -> list[Any]:
+    """idc_sync_approval runs started by request_approval in this test (run id, conf), oldest first."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        runs = session.scalars(
+            select(DagRun)
+            .where(DagRun.dag_id == APPROVAL_DAG_ID, DagRun.queued_at >= _STARTED)
+            .order_by(DagRun.id)
+        ).all()
+        return [SimpleNamespace(run_id=r.run_id, conf=dict(r.conf or {}), state=_state(r)) for r in runs]
+
+
+def _sync_runs_started_by_approval() -> list[str]:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        runs = session.scalars(
+            select(DagRun).where(DagRun.dag_id == DAG_ID, DagRun.queued_at >= _STARTED)
+        ).all()
+        return [r.run_id for r in runs if _state(r) == "queued"]
+
+
+def _answer(harness: Any, answer: str | None, *, dag: Any = None) -> Any:
+    """Run the approval DAG the last idc_sync run requested, answered by ``answer`` through REST."""
+    requested = _approval_runs()
+    assert requested, "idc_sync started no approval run"
+    conf = requested[-1].conf
+    approver = Approver(answer)
     approver.start()
     try:
-        return harness.run(**params)
+        run = (dag or _approval_dag()).test(run_conf=conf)
     finally:
         approver.join(timeout=60)
-        assert approver.error is None, repr(approver.error)
+    assert approver.error is None, repr(approver.error)
+    return SimpleNamespace(run=run, approver=approver, conf=conf)
 
 
 def _hitl_record(run_id: str) -> Any:
@@ -251,10 +307,10 @@ def _hitl_record(run_id: str) -> Any:
 
     with create_session() as session:
         ti = session.scalars(
-            select(TI).where(TI.dag_id == DAG_ID, TI.run_id == run_id, TI.task_id == APPROVAL)
+            select(TI).where(TI.dag_id == APPROVAL_DAG_ID, TI.run_id == run_id, TI.task_id == APPROVAL)
         ).one()
         detail = session.scalars(select(HITLDetail).where(HITLDetail.ti_id == ti.id)).one()
-        logs = session.scalars(select(Log).where(Log.dag_id == DAG_ID, Log.run_id == run_id)).all()
+        logs = session.scalars(select(Log).where(Log.dag_id == APPROVAL_DAG_ID, Log.run_id == run_id)).all()
         return SimpleNamespace(
             chosen=detail.chosen_options,
             responded_by=detail.responded_by,
@@ -262,104 +318,305 @@ def _hitl_record(run_id: str) -> Any:
         )
 
 
+def _decisions(harness: Any) -> dict[str, Any]:
+    import json
+
+    path = harness.audit / "state" / "approval_decisions.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 # --------------------------------------------------------------------------- 1. deletion guard
-def test_mass_deletion_waits_and_is_approved_through_the_rest_api(harness, rest_api):
+def _assert_creations_applied_deletions_withheld(harness: Any, run: Any, unwanted: set[Any]) -> None:
+    states = _task_states(run)
+    assert states["deletion_guard"] == "success" and states["apply_assignments"] == "success", states
+    assert states["notify"] == "success", states
+    after = harness.assignments()
+    assert unwanted <= after  # nothing deleted
+    assert harness.permission_set("LegacyDeveloper") is not None
+    assert not harness.sandbox.calls.calls("sso-admin", "DeleteAccountAssignment")
+    assert not harness.sandbox.calls.calls("sso-admin", "DeletePermissionSet")
+    # creations and updates went ahead without waiting for anyone
+    assert ("444444444444", "ReadOnly", "USER", "bob@example.com") in after
+    assert harness.permission_set("Developer") is not None
+    assert harness.permission_set("ReadOnly").session_duration == "PT4H"
+    audit = harness.last_audit()
+    assert _problems(audit, "deletions_withheld")
+    assert len(audit["deletions_withheld"]) == 32  # 31 assignments + the LegacyDeveloper set
+
+
+def test_mass_deletion_never_blocks_the_sync_and_is_asked_about_once(harness, rest_api):
+    """Issue 9 defect 6: the run applies creations and finishes; only the deletions wait, in a separate
+    approval run; the next run does not ask again and keeps serving new requests."""
     unwanted = _thirty_unwanted_assignments(harness)
-    approver = Approver("Approve")
-    run = _run_with(harness, approver)
+    run = harness.run()
 
     assert _state(run) == "success"
-    # it waited for a human, with the deletions as a readable Markdown table
-    assert approver.run_id == run.run_id
-    assert "32" in approver.detail["subject"]  # 31 assignments + the LegacyDeveloper set
-    body = approver.detail["body"]
-    assert "| what | account | permission set | principal | why |" in body
-    assert "| assignment | 444444444444 | LegacyDeveloper | USER carol@example.com |" in body
-    assert approver.detail["defaults"] == ["Reject"]
-    # answered through the REST route (HTTP 200, the api-server's user and its action log)
-    assert approver.response.status_code == 200, approver.response.text
-    hitl = _hitl_record(run.run_id)
-    assert hitl.chosen == ["Approve"] and hitl.responded_by  # a direct DB write has no user
-    assert any("hitl" in (e or "") for e in hitl.events), hitl.events
-    # the approval was announced on Slack with the link to answer it
-    asks = [m for m in harness.slack() if "required_actions" in _slack_text(m)]
-    assert asks, harness.slack()
-    assert f"/dags/{DAG_ID}/runs/{run.run_id}/tasks/{APPROVAL}/required_actions" in _slack_text(asks[0])
-    # and the deletions happened in this run
     states = _task_states(run)
-    assert states[APPROVAL] == "success" and states["deletions_approved"] == "success"
+    assert APPROVAL not in states  # nothing in idc_sync waits for a human
+    assert states["request_approval"] == "success"
+    _assert_creations_applied_deletions_withheld(harness, run, unwanted)
+    requested = _approval_runs()
+    assert len(requested) == 1
+    conf = requested[0].conf
+    assert conf["deletions"] == 32 and len(conf["keys"]) == 32 and conf["requested_by"] == run.run_id
+    assert "| assignment | 444444444444 | LegacyDeveloper | USER carol@example.com |" in conf["body"]
+    # the question reached Slack with the link to answer it
+    asks = [m for m in harness.slack() if "required_actions" in _slack_text(m)]
+    assert len(asks) == 1, harness.slack()
+    link = f"/dags/{APPROVAL_DAG_ID}/runs/{requested[0].run_id}/tasks/{APPROVAL}/required_actions"
+    assert link in _slack_text(asks[0])
+
+    # While it is pending, a new request is served by the next run and nobody is asked again.
+    harness.sandbox.calls.clear()
+    run2 = harness.run()
+    assert _state(run2) == "success"
+    assert _task_states(run2)["request_approval"] == "skipped"
+    assert len(_approval_runs()) == 1
+    assert len([m for m in harness.slack() if "required_actions" in _slack_text(m)]) == 1
+    assert unwanted <= harness.assignments()
+
+
+def test_approved_deletions_are_applied_by_the_next_run_on_fresh_reads(harness, rest_api):
+    unwanted = _thirty_unwanted_assignments(harness)
+    assert _state(harness.run()) == "success"
+    answered = _answer(harness, "Approve")
+
+    assert _state(answered.run) == "success"
+    assert answered.approver.detail["defaults"] == ["Reject"]
+    assert "32" in answered.approver.detail["subject"]
+    assert answered.approver.response.status_code == 200, answered.approver.response.text
+    hitl = _hitl_record(answered.run.run_id)
+    assert hitl.chosen == ["Approve"] and hitl.responded_by  # answered through REST by a user
+    decision = _decisions(harness)[answered.conf["fingerprint"]]
+    assert decision["answer"] == "approve" and decision["by"] and not decision["timed_out"]
+    assert any("approved by" in _slack_text(m) for m in harness.slack())
+    assert _sync_runs_started_by_approval(), "Approve did not start an idc_sync run"
+
+    # The run that follows re-reads everything: it deletes the granted set, nothing else.
+    run = harness.run()
+    assert _state(run) == "success"
     after = harness.assignments()
     assert not unwanted & after
     assert harness.permission_set("LegacyDeveloper") is None
-    assert ("444444444444", "ReadOnly", "USER", "bob@example.com") in after  # creations too
+    assert ("444444444444", "ReadOnly", "USER", "bob@example.com") in after
 
 
-def test_rejected_approval_applies_creations_but_no_deletions(harness, rest_api):
-    unwanted = _thirty_unwanted_assignments(harness)
-    approver = Approver("Reject")
-    run = _run_with(harness, approver)
+def test_an_approved_deletion_kintone_wants_again_is_not_deleted(harness, rest_api):
+    """The grant does not replay the old plan: a record re-requesting one assignment after the Approve
+    keeps it (the deletion is confirmed against the current kintone records)."""
+    _thirty_unwanted_assignments(harness)
+    assert _state(harness.run()) == "success"
+    assert _state(_answer(harness, "Approve").run) == "success"
+    # someone asks for one of those assignments again (in kintone) before the next run
+    ps_app = harness.app_id("permission_sets")
+    asg_app = harness.app_id("assignments")
+    kintone_sandbox.add_record(
+        harness.sandbox,
+        ps_app,
+        {"name": "LegacyDeveloper", "session_duration": "PT1H", "managed_policies": "ReadOnlyAccess"},
+        user_code="carol@example.com",
+    )
+    kintone_sandbox.add_record(
+        harness.sandbox,
+        asg_app,
+        {
+            "principal_type": "USER",
+            "users": ["carol@example.com"],
+            "targets": "444444444444",
+            "permission_set": "LegacyDeveloper",
+        },
+        user_code="carol@example.com",
+    )
+    run = harness.run()
 
     assert _state(run) == "success"
-    assert approver.response.status_code == 200
-    _assert_withheld(harness, run, unwanted)
-    assert _hitl_record(run.run_id).chosen == ["Reject"]
+    after = harness.assignments()
+    assert ("444444444444", "LegacyDeveloper", "USER", "carol@example.com") in after
+    assert harness.permission_set("LegacyDeveloper") is not None
+
+
+def test_rejected_deletions_stay_and_are_not_asked_again(harness, rest_api):
+    unwanted = _thirty_unwanted_assignments(harness)
+    run = harness.run()
+    answered = _answer(harness, "Reject")
+
+    assert _state(answered.run) == "success"
+    assert _task_states_of(answered.run, APPROVAL_DAG_ID)["run_sync"] == "skipped"
+    decision = _decisions(harness)[answered.conf["fingerprint"]]
+    assert decision["answer"] == "reject" and decision["by"]
+    assert any("rejected by" in _slack_text(m) for m in harness.slack())
+    _assert_creations_applied_deletions_withheld(harness, run, unwanted)
+
+    run2 = harness.run()
+    assert _state(run2) == "success"
+    assert _task_states(run2)["request_approval"] == "skipped"  # remembered: not asked again
+    assert len(_approval_runs()) == 1
+    assert unwanted <= harness.assignments()
+    assert "rejected by" in str(harness.last_audit()["deletions_withheld"])
 
 
 def test_unanswered_approval_times_out_to_reject(harness, rest_api, monkeypatch):
-    """A short response timeout (config read when the DAG is parsed); the scheduler's sweep applies the
-    default answer, Reject."""
+    """A short response timeout (read when the DAG is parsed); the scheduler's sweep applies the default
+    answer, Reject, which is recorded as a timeout."""
+    unwanted = _thirty_unwanted_assignments(harness)
+    harness.run()
+    monkeypatch.setenv("IDC_SYNC_APPROVAL_TIMEOUT_SECONDS", "3")
+    dag = _approval_dag()
+    assert dag.get_task(APPROVAL).response_timeout == dt.timedelta(seconds=3)
+    answered = _answer(harness, None, dag=dag)
+
+    assert _state(answered.run) == "success"
+    hitl = _hitl_record(answered.run.run_id)
+    assert hitl.chosen == ["Reject"] and not hitl.responded_by
+    decision = _decisions(harness)[answered.conf["fingerprint"]]
+    assert decision["answer"] == "reject" and decision["timed_out"] is True
+    assert any("default, Reject" in _slack_text(m) for m in harness.slack())
+    assert unwanted <= harness.assignments()
+    assert not harness.sandbox.calls.calls("sso-admin", "DeleteAccountAssignment")
+
+
+def _task_states_of(run: Any, dag_id: str) -> dict[str, str]:
+    from airflow.models.taskinstance import TaskInstance as TI
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        tis = session.scalars(select(TI).where(TI.dag_id == dag_id, TI.run_id == run.run_id)).all()
+        return {ti.task_id: _state(ti) for ti in tis}
+
+
+def test_timeouts_are_consistent_by_construction():
+    """Issue 9 defect 6: the approval's wait lives outside idc_sync, whose dagrun_timeout covers its
+    worst case; the approval DAG's covers the response timeout (checked again when each DAG is built)."""
+    from idc_sync_airflow import approval, settings
+
+    approval_dag = _approval_dag()  # parses both files: a TimingError would be an import error
+    assert approval_dag.dagrun_timeout >= settings.approval_timeout()
+    assert approval_dag.dagrun_timeout >= approval.check_approval_dag(approval_dag)
     from airflow.dag_processing.dagbag import DagBag
 
     from tests.integration.conftest import REPO
 
-    monkeypatch.setenv("IDC_SYNC_APPROVAL_TIMEOUT_MINUTES", "0.05")
-    dag = DagBag(dag_folder=str(REPO / "dags")).get_dag(DAG_ID)
-    assert dag.get_task(APPROVAL).response_timeout == dt.timedelta(seconds=3)
-    harness.dag = dag
-    unwanted = _thirty_unwanted_assignments(harness)
-    approver = Approver(None)
-    run = _run_with(harness, approver)
+    idc = DagBag(dag_folder=str(REPO / "dags")).dags[DAG_ID]
+    assert idc.dagrun_timeout >= approval.check_sync_dag(idc)
+
+
+def test_a_deletion_is_confirmed_against_the_current_kintone_records(harness, monkeypatch):
+    """Issue 9 defect 11: carol's record is deleted (the plan deletes her access), then saved again
+    while the run is applying; the deletion is re-checked against a fresh kintone read and not made."""
+    from idc_sync_airflow import steps
+
+    assert _state(harness.run(allow_mass_delete=True)) == "success"  # converge first
+    carol = ("888888888888", "Developer", "USER", "carol@example.com")
+    assert carol in harness.assignments()
+    kintone_sandbox.delete_record(harness.sandbox, 2, 3)
+    original = steps.apply_permission_sets
+
+    def meanwhile(validated: Any, diff: Any) -> Any:
+        planned = [op.key for op in steps.Plan.model_validate(validated["plan"]).operations]
+        assert any(k.startswith("delete_assignment:888888888888:Developer:USER:") for k in planned), planned
+        kintone_sandbox.add_record(  # carol's lead saves the record again
+            harness.sandbox,
+            2,
+            {
+                "principal_type": "USER",
+                "users": ["carol@example.com"],
+                "targets": "888888888888",
+                "permission_set": "Developer",
+            },
+            user_code="carol@example.com",
+        )
+        return original(validated, diff)
+
+    monkeypatch.setattr(steps, "apply_permission_sets", meanwhile)
+    harness.sandbox.calls.clear()
+    run = harness.run()
 
     assert _state(run) == "success"
-    _assert_withheld(harness, run, unwanted)
-    hitl = _hitl_record(run.run_id)
-    assert hitl.chosen == ["Reject"] and not hitl.responded_by
-
-
-def _assert_withheld(harness: Any, run: Any, unwanted: set[tuple[str, str, str, str]]) -> None:
-    states = _task_states(run)
-    assert states[APPROVAL] == "success" and states["deletions_approved"] == "skipped"
-    assert states["apply_assignments"] == "success"
-    after = harness.assignments()
-    assert unwanted <= after  # nothing deleted
-    assert ("666666666666", "LegacyDeveloper", "USER", "bob@example.com") in after
-    assert harness.permission_set("LegacyDeveloper") is not None
+    assert carol in harness.assignments()
     assert not harness.sandbox.calls.calls("sso-admin", "DeleteAccountAssignment")
-    assert not harness.sandbox.calls.calls("sso-admin", "DeletePermissionSet")
-    # creations and updates still went ahead
-    assert ("444444444444", "ReadOnly", "USER", "bob@example.com") in after
-    assert harness.permission_set("Developer") is not None
-    assert harness.permission_set("ReadOnly").session_duration == "PT4H"
-    # reported: in the audit and to admins on Slack
-    audit = harness.last_audit()
-    assert _problems(audit, "deletions_withheld")
-    assert len(audit["deletions_withheld"]) == 32  # 31 assignments + the LegacyDeveloper set
-    assert "deletions_withheld" in str(audit) and any(
-        "withheld" in _slack_text(m).lower() or "削除" in _slack_text(m) for m in harness.slack()
-    )
 
 
 def test_allow_mass_delete_skips_the_question(harness):
     unwanted = _thirty_unwanted_assignments(harness)
-    safety_net = Approver("Reject", wait=400)  # answers only if the DAG wrongly asks
-    safety_net.start()
     run = harness.run(allow_mass_delete=True)
 
     assert _state(run) == "success"
-    assert safety_net.run_id is None
-    assert _task_states(run)[APPROVAL] == "skipped"
+    assert _task_states(run)["request_approval"] == "skipped"
+    assert not _approval_runs()
     assert not unwanted & harness.assignments()
     assert harness.permission_set("LegacyDeveloper") is None
+
+
+def test_a_failed_scim_check_never_stops_the_run(harness, monkeypatch):
+    """Issue 9 defect 7: scim_health fails (here: its execute raises, like a task lost by the executor);
+    the verdict is "unknown", the run still plans and applies."""
+    from idc_sync_airflow.sensors import ScimHealthSensor
+
+    def broken(self: Any, context: Any) -> Any:
+        raise RuntimeError(
+            "Executor reports task instance finished (failed) although the task says it's queued"
+        )
+
+    monkeypatch.setattr(ScimHealthSensor, "execute", broken)
+    before = harness.assignments()
+    run = harness.run()
+
+    states = _task_states(run)
+    assert states["scim_health"] == "failed"
+    assert states["scim_verdict"] == "success" and states["compute_diff"] == "success", states
+    # advisory: the run succeeds (notify is the only leaf), the failure is still reported
+    assert states["apply_assignments"] == "success" and states["notify"] == "success", states
+    assert run.state == "success", run.state
+    assert harness.assignments() - before, "nothing was applied"
+    audit = harness.last_audit()
+    assert audit["scim"]["status"] == "unknown", audit["scim"]
+    assert "scim_health" in audit["summary"] and "the run went on" in audit["summary"], audit["summary"]
+
+
+def test_apply_refuses_a_plan_made_from_old_reads(harness, monkeypatch):
+    """Issue 9 defect 11: a plan whose reads are older than max_plan_age_minutes (here: the reads are
+    stamped 30 minutes in the past, as when a UI clear re-runs on old XComs) writes nothing."""
+    import json
+
+    from idc_sync_airflow import steps
+
+    real_now = dt.datetime.now
+
+    class Clock(dt.datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:  # the read stamps only (extract_kintone / snapshot_idc)
+            return real_now(tz) - dt.timedelta(minutes=30)
+
+    original_extract, original_snapshot = steps.extract_kintone, steps.snapshot_idc
+
+    old_dt = SimpleNamespace(**{k: getattr(dt, k) for k in dir(dt) if not k.startswith("__")})
+    old_dt.datetime = Clock
+
+    def with_old_clock(fn: Any) -> Any:
+        def run() -> Any:
+            monkeypatch.setattr(steps, "dt", old_dt)  # this module's clock only, while reading
+            try:
+                return fn()
+            finally:
+                monkeypatch.setattr(steps, "dt", dt)
+
+        return run
+
+    monkeypatch.setattr(steps, "extract_kintone", with_old_clock(original_extract))
+    monkeypatch.setattr(steps, "snapshot_idc", with_old_clock(original_snapshot))
+    monkeypatch.setenv(
+        "IDC_SYNC_CONFIG", json.dumps({"audit_path": str(harness.audit), "max_plan_age_minutes": 20})
+    )
+    before = harness.assignments()
+    run = harness.run()
+
+    states = _task_states(run)
+    assert states["compute_diff"] == "success"
+    assert states["apply_permission_sets"] == "failed", states
+    assert _state(run) == "failed"
+    assert harness.writes() == []
+    assert harness.assignments() == before
 
 
 # --------------------------------------------------------------------------- 2. source outage
@@ -376,17 +633,39 @@ def test_kintone_outage_fails_the_run_before_any_write(harness):
     assert harness.assignments() == before
 
 
-def test_empty_assignments_app_is_a_guard_breach_and_deletes_nothing(harness, rest_api):
+def test_short_kintone_read_fails_extract_and_deletes_nothing(harness):
+    """A cursor returning fewer records than its totalCount must not look like deleted records."""
+    assert _state(harness.run(allow_mass_delete=True)) == "success"  # IdC follows kintone
+    before = harness.assignments()
+    harness.sandbox.calls.clear()
+    harness.sandbox.faults.add(
+        FaultRule(service="kintone", kind="short_read", operation="records/cursor.json")
+    )
+
+    run = harness.run()
+
+    assert _state(run) == "failed"
+    states = _task_states(run)
+    assert states["extract_kintone"] == "failed"
+    assert states["compute_diff"] == "upstream_failed"
+    assert harness.writes() == []
+    assert harness.assignments() == before
+    ps_app = harness.app_id("permission_sets")
+    audit = str(harness.last_audit())  # the run's record says what happened and what to do
+    assert f"kintone announced 6 records in app {ps_app} but the cursor returned 5" in audit
+    assert "nothing was planned; re-run" in audit
+
+
+def test_empty_assignments_app_is_a_guard_breach_and_deletes_nothing(harness):
     app = harness.sandbox.world.kintone.apps[2]
     for record_id in list(app.records):
         kintone_sandbox.delete_record(harness.sandbox, 2, record_id)
     before = harness.assignments()
-    approver = Approver("Reject")
-    run = _run_with(harness, approver)
+    run = harness.run()
 
     assert _state(run) == "success"
-    assert approver.run_id == run.run_id  # the guard asked
-    assert "returned no records" in approver.detail["body"]
+    requested = _approval_runs()
+    assert requested and "returned no records" in requested[-1].conf["body"]  # the guard asked
     assert harness.assignments() == before
     assert not harness.sandbox.calls.calls("sso-admin", "DeleteAccountAssignment")
     assert not harness.sandbox.calls.calls("sso-admin", "DeletePermissionSet")
@@ -590,3 +869,129 @@ def test_async_failures_finish_the_rest_fail_the_run_and_the_next_run_retries_on
     run = harness.run()
     assert _state(run) == "success"
     assert len(harness.sandbox.calls.calls("sso-admin", "CreateAccountAssignment")) == len(failed)
+
+
+# --------------------------------------------------------------------------- 9. renamed / deleted set records
+def _guard_verdict(run: Any) -> dict[str, Any]:
+    """``deletion_guard``'s verdict: XCom ``verdict``, or the ``verdict`` of its return value."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(XComModel.key, XComModel.value).where(
+                XComModel.dag_id == DAG_ID,
+                XComModel.run_id == run.run_id,
+                XComModel.task_id == "deletion_guard",
+            )
+        ).all()
+    values = {key: XComModel.deserialize_value(SimpleNamespace(value=value)) for key, value in rows}
+    verdict = values.get("verdict") or (values.get("return_value") or {}).get("verdict")
+    assert verdict is not None, values
+    return verdict
+
+
+def _access(harness: Any, ps_names: set[str]) -> set[tuple[str, str, str]]:
+    """(account, principal type, principal) that hold any of ``ps_names`` in the sandbox's IdC."""
+    return {(a, t, p) for a, ps, t, p in harness.assignments() if ps in ps_names}
+
+
+def _ps_record_id(harness: Any, name: str) -> int:
+    app = harness.sandbox.world.kintone.apps[harness.app_id("permission_sets")]
+    return next(rid for rid, rec in app.records.items() if rec["name"]["value"] == name)
+
+
+def _assignment_records_naming(harness: Any, name: str) -> list[int]:
+    app = harness.sandbox.world.kintone.apps[harness.app_id("assignments")]
+    return sorted(rid for rid, rec in app.records.items() if rec["permission_set"]["value"] == name)
+
+
+def test_renamed_permission_set_record_moves_its_access_without_a_gap(harness):
+    from idc_sync.model import Plan
+    from idc_sync.plan import render_plan
+
+    assert _state(harness.run(allow_mass_delete=True)) == "success"  # the seed's LegacyDeveloper goes
+    had = _access(harness, {"Developer"})
+    assert len(had) >= 4, had  # the developers group on its OU's accounts + carol
+    rid = _ps_record_id(harness, "Developer")
+    stale = _assignment_records_naming(harness, "Developer")
+    kintone_sandbox.update_record(
+        harness.sandbox,
+        harness.app_id("permission_sets"),
+        rid,
+        {"name": "Developer2"},
+        user_code="bob@example.com",
+    )
+    # the first new assignment fails: its old one must stay until a later run has made it
+    harness.sandbox.faults.add(
+        FaultRule(service="sso-admin", kind="async_failed", operation="CreateAccountAssignment", count=1)
+    )
+    harness.sandbox.calls.clear()
+    run = harness.run()
+
+    audit = harness.last_audit()
+    plan = Plan.model_validate(audit["plan"])
+    assert f"  ~ rename Developer -> Developer2 (record {rid})" in render_plan(plan).splitlines()
+    assert not _guard_verdict(run)["tripped"]
+    assert _access(harness, {"Developer", "Developer2"}) == had  # nobody lost access
+    failed = [r for r in audit["results"] if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["kind"] == "create_assignment"
+    waiting = [r for r in audit["results"] if "waiting for the renamed set's assignment" in r["message"]]
+    assert len(waiting) == 1 and waiting[0]["kind"] == "delete_assignment"
+    assert len(_access(harness, {"Developer2"})) == len(had) - 1
+    assert harness.permission_set("Developer") is not None  # still holds the waiting assignment
+    # every removal came after the creation of its replacement (call log order)
+    calls = harness.sandbox.calls.calls("sso-admin")
+    names = {arn: ps.name for arn, ps in harness.sandbox.world.identity_center.permission_sets.items()}
+    created = {}
+    for i, c in enumerate(calls):
+        who = (c.params.get("TargetId"), c.params.get("PrincipalId"))
+        if c.operation == "CreateAccountAssignment":
+            created.setdefault(who, i)
+        if c.operation == "DeleteAccountAssignment":
+            assert created.get(who, len(calls)) < i, (who, names.get(c.params.get("PermissionSetArn")))
+    # records whose lookup still says "Developer" are told to re-select it (a warning)
+    told = {p["record"]["record_id"] for p in _problems(audit, "permission_set_renamed")}
+    assert told == {str(r) for r in stale}
+
+    harness.sandbox.faults.clear()
+    assert _state(harness.run()) == "success"
+    assert _access(harness, {"Developer2"}) == had
+    assert harness.permission_set("Developer") is None  # gone once every new assignment exists
+
+    # later runs: the lookups still say "Developer", and that still means Developer2
+    harness.sandbox.calls.clear()
+    assert _state(harness.run()) == "success"
+    assert _access(harness, {"Developer2"}) == had
+    assert not harness.sandbox.calls.calls("sso-admin", "DeleteAccountAssignment")
+
+
+def test_deleting_a_permission_set_record_with_assignments_waits_for_a_human(harness, monkeypatch):
+    monkeypatch.setenv(
+        "IDC_SYNC_CONFIG",
+        json.dumps({"audit_path": str(harness.audit), "max_deletions": 1000, "max_deletion_ratio": 1.0}),
+    )
+    assert _state(harness.run(allow_mass_delete=True)) == "success"  # the seed's LegacyDeveloper goes
+    had = _access(harness, {"Developer"})
+    assert had
+    kintone_sandbox.delete_record(
+        harness.sandbox, harness.app_id("permission_sets"), _ps_record_id(harness, "Developer")
+    )
+    harness.sandbox.calls.clear()
+
+    # Only the permission set record is gone: records still ask for it, so nothing of it is deleted.
+    harness.run()
+    assert _access(harness, {"Developer"}) == had and harness.permission_set("Developer") is not None
+    assert _problems(harness.last_audit(), "unknown_permission_set")
+
+    # Its assignment records go too: a plain deletion of a set with assignments, thresholds far away.
+    for rid in _assignment_records_naming(harness, "Developer"):
+        kintone_sandbox.delete_record(harness.sandbox, harness.app_id("assignments"), rid)
+    run = harness.run()
+    verdict = _guard_verdict(run)
+    assert verdict["tripped"]
+    assert any("permission set Developer still has assignments" in r for r in verdict["reasons"]), verdict
+    assert _access(harness, {"Developer"}) == had and harness.permission_set("Developer") is not None
+    assert not harness.sandbox.calls.calls("sso-admin", "DeleteAccountAssignment")
+    assert not harness.sandbox.calls.calls("sso-admin", "DeletePermissionSet")

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from airflow.sdk.exceptions import TaskDeferred
 
 from idc_sandbox import graph
 from idc_sandbox.core import FaultRule, Sandbox
+from idc_sync_airflow import triggers
 from idc_sync_airflow.sensors import TRIGGERER_GRACE_SECONDS, ScimHealthSensor
 from idc_sync_airflow.triggers import ScimHealthTrigger
 
@@ -79,12 +81,22 @@ def test_trigger_healthy_first_poll(graph_conn: str) -> None:
     assert CLIENT_SECRET not in json.dumps(event)
 
 
-def test_trigger_times_out_with_unhealthy_verdict(graph_conn: str, sandbox: Sandbox) -> None:
+def test_trigger_times_out_with_unhealthy_verdict(
+    graph_conn: str, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trigger reads the clock once per poll; a clock that moves 0.1 s per read makes the number of
+    polls before the deadline exact, whatever the machine's load."""
     graph.set_job(sandbox, status_code="Paused", schedule_state="Paused")
-    start = time.monotonic()
-    [event] = asyncio.run(_events(_trigger(deadline_in=0.5)))
-    assert 0.4 < time.monotonic() - start < 5
-    assert event["timed_out"] is True and event["polls"] >= 2
+    now = [1_000.0]
+
+    def tick() -> float:
+        now[0] += 0.1
+        return now[0]
+
+    monkeypatch.setattr(triggers, "time", SimpleNamespace(time=tick))
+    trigger = ScimHealthTrigger(graph_conn_id=CONN_ID, deadline=1_000.25, poke_interval=0.01)
+    [event] = asyncio.run(_events(trigger))
+    assert event["timed_out"] is True and event["polls"] == 3  # at +0.1, +0.2 (waits) and +0.3 (late)
     assert event["verdict"]["status"] == "unhealthy" and "paused" in event["verdict"]["reason"]
 
 
@@ -94,12 +106,14 @@ def test_trigger_waits_until_healthy(graph_conn: str, sandbox: Sandbox) -> None:
 
     async def scenario() -> list[dict[str, Any]]:
         async def admin_fixes_it() -> None:
-            await asyncio.sleep(0.35)
+            # after the trigger's first poll has seen the quarantine (an event, not a delay)
+            while not sandbox.calls.calls("graph", "listJobs"):
+                await asyncio.sleep(0.01)
             graph.set_job(sandbox, quarantine=None, status_code="Active")
             graph.run_scim_cycle(sandbox)
 
         fixer = asyncio.create_task(admin_fixes_it())
-        events = await _events(_trigger(deadline_in=10))
+        events = await _events(_trigger(deadline_in=600))  # the deadline is a safety net only
         await fixer
         return events
 

@@ -8,6 +8,7 @@ Faults (conflicts, throttling, FAILED async requests) are injected on top.
 
 from __future__ import annotations
 
+import dataclasses as dc
 import uuid
 from collections import Counter
 
@@ -172,9 +173,12 @@ def test_create_and_assign_converges_under_faults_and_rerun_has_no_duplicates(
 
     ps_results, asg_results = run(clients, plan, before)
     assert [r.status for r in ps_results] == ["succeeded"], ps_results
-    assert count_by_status(asg_results) == {"succeeded": 30, "failed": 0, "skipped": 0}, [
-        r.message for r in asg_results if r.status != "succeeded"
-    ]
+    assert count_by_status(asg_results) == {
+        "succeeded": 30,
+        "already_in_place": 0,
+        "failed": 0,
+        "skipped": 0,
+    }, [r.message for r in asg_results if r.status != "succeeded"]
     assert any(r.attempts > 1 for r in asg_results)  # conflicts were met and retried
     ic = sandbox.world.identity_center
     [ps] = [p for p in ic.permission_sets.values() if p.name == "Dev"]
@@ -187,7 +191,7 @@ def test_create_and_assign_converges_under_faults_and_rerun_has_no_duplicates(
     # "Clear & retry" with the same (stale) snapshot and plan: converges, no duplicates, no errors.
     sandbox.faults.clear()
     ps_again, asg_again = run(clients, plan, before)
-    assert [r.status for r in ps_again] == ["succeeded"]
+    assert [r.status for r in ps_again] == ["already_in_place"]  # nothing changed: not a success
     assert "already existed" in ps_again[0].message
     assert ps_again[0].permission_set_arn == ps.arn
     assert count_by_status(asg_again)["succeeded"] == 30
@@ -212,7 +216,7 @@ def test_async_failures_are_reported_and_others_succeed(
     plan = dev_plan(world)
     before = observed_of(sandbox, world)
     _, asg_results = run(clients, plan, before)
-    assert count_by_status(asg_results) == {"succeeded": 27, "failed": 3, "skipped": 0}
+    assert count_by_status(asg_results) == {"succeeded": 27, "already_in_place": 0, "failed": 3, "skipped": 0}
     for r in asg_results:
         if r.status == "failed":
             assert "FAILED: Received a 403 status error" in r.message
@@ -282,7 +286,7 @@ def test_update_then_provision_reaches_accounts(
         FaultRule(service="sso-admin", kind="conflict", operation="ProvisionPermissionSet", rate=0.3)
     )
     results = apply_permission_sets(clients, Plan(operations=ops), before, SyncConfig(), options=FAST)
-    assert count_by_status(results) == {"succeeded": 6, "failed": 0, "skipped": 0}, [
+    assert count_by_status(results) == {"succeeded": 6, "already_in_place": 0, "failed": 0, "skipped": 0}, [
         r.message for r in results
     ]
     ic = sandbox.world.identity_center
@@ -314,13 +318,36 @@ def test_delete_assignments_then_permission_set(
     results = apply_assignments(
         clients, Plan(operations=ops), before, SyncConfig(), ps_arns={"Old": arn}, options=FAST
     )
-    assert count_by_status(results) == {"succeeded": 31, "failed": 0, "skipped": 0}, [
+    assert count_by_status(results) == {"succeeded": 31, "already_in_place": 0, "failed": 0, "skipped": 0}, [
         r.message for r in results if r.status != "succeeded"
     ]
     assert results[-1].kind == OpKind.DELETE_PERMISSION_SET
     assert arn not in sandbox.world.identity_center.permission_sets
-    # Re-run: everything is already gone, still no error.
+    # Re-run: everything is already gone, still no error, and reported as such (not as 31 changes).
     again = apply_assignments(
         clients, Plan(operations=ops), before, SyncConfig(), ps_arns={"Old": arn}, options=FAST
     )
-    assert count_by_status(again)["succeeded"] == 31
+    assert count_by_status(again) == {"succeeded": 0, "already_in_place": 31, "failed": 0, "skipped": 0}
+
+
+def test_retried_apply_reports_already_in_place_not_succeeded(
+    sandbox: Sandbox, clients: IdcClients, world: dict[str, str]
+) -> None:
+    """Issue 9 defect 10: a retry of apply with the same plan made no change, and said "30 succeeded".
+    With ``confirm_creates`` (set for task retries) the live assignments are read first (one
+    ListAccountAssignments per account and permission set): the no-ops are "already_in_place"."""
+    plan = dev_plan(world)
+    before = observed_of(sandbox, world)
+    run(clients, plan, before)
+    assert len(sandbox.world.identity_center.assignments) == 30
+
+    sandbox.calls.clear()
+    config = SyncConfig()
+    ps_again = apply_permission_sets(clients, plan, before, config, options=FAST)
+    arns = permission_set_arns(plan, before, ps_again)
+    retry = dc.replace(FAST, confirm_creates=True)
+    again = apply_assignments(clients, plan, before, config, ps_arns=arns, options=retry)
+    assert count_by_status(again) == {"succeeded": 0, "already_in_place": 30, "failed": 0, "skipped": 0}
+    assert not sandbox.calls.calls("sso-admin", "CreateAccountAssignment")
+    lists = sandbox.calls.calls("sso-admin", "ListAccountAssignments")
+    assert len(lists) == len({c.params["AccountId"] for c in lists})  # one read per (account, set)

@@ -10,7 +10,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from idc_sandbox.core import FaultRule, Sandbox
+from idc_sandbox.core import FaultRule, ManualClock, Sandbox
 from idc_sandbox.state import Group, User
 
 STORE = "d-9067a1b2c3"
@@ -228,21 +228,31 @@ def test_group_memberships_both_ways(ids: Any) -> None:
 # --------------------------------------------------------------------------- throttling and faults
 def test_burst_over_the_token_bucket_throttles_with_retry_after(ids: Any, sb: Sandbox) -> None:
     sb.config.rate_limits["identitystore"] = 3.0  # bucket of 3 tokens, refilled 3/s
+    clock = sb.clock = ManualClock()  # time moves only when told: exact counts on any machine
     codes = []
-    for _ in range(12):
-        try:
-            ids.describe_group(IdentityStoreId=STORE, GroupId=GROUP_DEV)
-            codes.append("ok")
-        except ClientError as exc:
-            codes.append(exc.response["Error"]["Code"])
-            last = exc.response
-    assert "ThrottlingException" in codes and codes[0] == "ok"
+
+    def burst(n: int) -> None:
+        nonlocal last
+        for _ in range(n):
+            try:
+                ids.describe_group(IdentityStoreId=STORE, GroupId=GROUP_DEV)
+                codes.append("ok")
+            except ClientError as exc:
+                codes.append(exc.response["Error"]["Code"])
+                last = exc.response
+
+    last: Any = None
+    burst(12)
+    assert codes == ["ok"] * 3 + ["ThrottlingException"] * 9
+    clock.advance(0.5)  # 1.5 tokens back: one request passes
+    burst(2)
+    assert codes[12:] == ["ok", "ThrottlingException"]
     assert last["RetryAfterSeconds"] == 1
     assert last["ResponseMetadata"]["HTTPStatusCode"] == 400
     throttled = [
         c for c in sb.calls.calls("identitystore", "DescribeGroup") if c.error == "ThrottlingException"
     ]
-    assert len(throttled) == codes.count("ThrottlingException")
+    assert len(throttled) == codes.count("ThrottlingException") == 10
 
 
 def test_botocore_retries_throttling_by_itself(sb: Sandbox, aws_client: Callable[..., Any]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import time
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 import requests
 
 from idc_sandbox import kintone
-from idc_sandbox.core import FaultRule, Sandbox
+from idc_sandbox.core import FaultRule, ManualClock, Sandbox
 from idc_sandbox.seed import CREDENTIALS, load_named_seed, load_seed
 
 PS_TOKEN = CREDENTIALS["kintone"]["tokens"]["1"]
@@ -208,16 +207,22 @@ def test_cursor_bounds_and_limit_of_ten(demo: str) -> None:
 
 
 def test_cursor_expiry(demo: str, sandbox: Sandbox) -> None:
-    sandbox.world.kintone.cursor_ttl_seconds = 0.3
+    clock = sandbox.clock = ManualClock()
+    ttl = sandbox.world.kintone.cursor_ttl_seconds
+    assert ttl == 600  # kintone: 10 minutes after creation or the last read
     cid = send("POST", demo, "records/cursor.json", {"app": 2, "size": 2}).json()["id"]
+    clock.advance(ttl - 1)
     assert get(demo, "records/cursor.json", {"id": cid}).json()["next"] is True  # a read extends the TTL
-    time.sleep(0.5)
+    clock.advance(ttl - 1)
+    assert get(demo, "records/cursor.json", {"id": cid}).status_code == 200
+    clock.advance(ttl)
     r = get(demo, "records/cursor.json", {"id": cid})
     assert (r.status_code, r.json()["code"]) == (404, "GAIA_RE03")
     # expired cursors no longer count toward the ten
     for _ in range(10):
-        send("POST", demo, "records/cursor.json", {"app": 2})
-    time.sleep(0.5)
+        assert send("POST", demo, "records/cursor.json", {"app": 2}).status_code == 200
+    assert send("POST", demo, "records/cursor.json", {"app": 2}).status_code == 429
+    clock.advance(ttl)
     assert send("POST", demo, "records/cursor.json", {"app": 2}).status_code == 200
 
 
@@ -401,16 +406,42 @@ def test_injected_throttle_db_lock_and_5xx(demo: str, sandbox: Sandbox) -> None:
     assert ("POST records/cursor.json", 429) in ops and ("POST record/comment.json", 520) in ops
 
 
+def test_short_read_fault_returns_fewer_records_than_announced(demo: str, sandbox: Sandbox) -> None:
+    """The ``short_read`` fault (control API) drops the last record of a cursor page, nothing else."""
+    r = requests.post(
+        f"{demo}/_sandbox/faults",
+        json={"service": "kintone", "kind": "short_read", "operation": "records/cursor.json", "count": 1},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    cursor = send("POST", demo, "records/cursor.json", {"app": 2, "size": 10}).json()
+    assert cursor["totalCount"] == "17"
+    pages = [get(demo, "records/cursor.json", {"id": cursor["id"]}).json() for _ in range(2)]
+    assert [len(p["records"]) for p in pages] == [9, 7] and [p["next"] for p in pages] == [True, False]
+    faults = requests.get(f"{demo}/_sandbox/faults", timeout=10).json()["faults"]
+    assert [(f["kind"], f["fired"]) for f in faults] == [("short_read", 1)]
+    # the fault touches cursor pages only, with no error status anywhere
+    assert get(demo, "records.json", {"app": 2}).json()["totalCount"] in (None, "17")
+    assert all(c.status == 200 for c in sandbox.calls.calls("kintone"))
+
+
 def test_concurrency_limit(demo: str, sandbox: Sandbox) -> None:
+    """Requests in flight are counted per sandbox; the one over the limit is refused. The two requests
+    already running are set up as state (not by hoping real threads overlap), so the count is exact."""
     sandbox.world.kintone.max_concurrent_requests = 2
-    sandbox.faults.add(FaultRule("kintone", "latency", operation="records.json", latency_ms=400))
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: get(demo, "records.json", {"app": 1}), range(4)))
-    codes = sorted(r.status_code for r in results)
-    assert codes.count(429) >= 1 and codes.count(200) >= 1
-    refused = next(r for r in results if r.status_code == 429)
-    assert refused.json()["code"] == "GAIA_TO04"
+    runtime = kintone._runtime(sandbox)
+    baseline = runtime.running
+    runtime.running = baseline + 2  # two requests in flight
+    try:
+        refused = get(demo, "records.json", {"app": 1})
+    finally:
+        runtime.running -= 2
+    assert (refused.status_code, refused.json()["code"]) == (429, "GAIA_TO04")
     assert refused.headers["X-ConcurrencyLimit-Limit"] == "2"
+    assert refused.headers["X-ConcurrencyLimit-Running"] == str(baseline + 3)
+    ok = get(demo, "records.json", {"app": 1})
+    assert ok.status_code == 200 and ok.headers["X-ConcurrencyLimit-Running"] == str(baseline + 1)
+    assert runtime.running == baseline  # every answered request, refused or not, left the count
 
 
 # --------------------------------------------------------------------------- app management

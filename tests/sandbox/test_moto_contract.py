@@ -32,7 +32,6 @@ that can be observed, so a moto upgrade that fixes them shows up here:
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -42,7 +41,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from idc_sandbox.core import Sandbox
+from idc_sandbox.core import ManualClock, Sandbox
 from idc_sandbox.state import Account, Group, User
 
 MGMT = "123456789012"  # moto's default account id, used as the management account on both sides
@@ -107,8 +106,14 @@ def _seed_sandbox(sandbox: Sandbox) -> None:
     store.groups[gid] = Group(gid, GROUP, members={first_user})
 
 
+#: the sandbox's clock of the running test: :func:`_wait` lets async latency pass on it instead of sleeping
+_CLOCK: list[ManualClock] = []
+
+
 @pytest.fixture
 def sandbox_clients(sandbox: Sandbox, aws_client: Callable[..., Any]) -> Clients:
+    sandbox.clock = ManualClock()
+    _CLOCK[:] = [sandbox.clock]
     sandbox.config.organizations_empty_page_rate = 0.0
     sandbox.config.async_latency_seconds = 0.1
     _seed_sandbox(sandbox)
@@ -136,12 +141,13 @@ def _code(call: Callable[[], Any]) -> str:
 def _wait(call: Callable[[], dict[str, Any]], key: str) -> tuple[list[str], dict[str, Any]]:
     """Poll an async status until terminal: (statuses seen, final status)."""
     seen = []
-    for _ in range(100):
+    for _ in range(3):
         status = call()[key]
         seen.append(status["Status"])
         if status["Status"] != "IN_PROGRESS":
             return seen, status
-        time.sleep(0.05)
+        for clock in _CLOCK:  # moto is never IN_PROGRESS; the sandbox finishes after its latency
+            clock.advance(0.1)
     raise AssertionError(f"still IN_PROGRESS after polling: {seen}")
 
 

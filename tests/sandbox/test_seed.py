@@ -1,8 +1,6 @@
-"""Seeds: the demo world is consistent with itself; the generator builds a large org quickly."""
+"""Seeds: the demo world is consistent with itself; the generator builds a large, consistent org."""
 
 from __future__ import annotations
-
-import time
 
 import boto3
 import pytest
@@ -90,13 +88,11 @@ def test_load_spec_forms(tmp_path: pytest.TempPathFactory) -> None:
     )
 
 
-def test_generator_large_org_is_fast_and_consistent() -> None:
+def test_generator_large_org_is_consistent() -> None:
+    """Correctness at DESIGN's full scale; its speed is measured by scripts/bench_sandbox.py, not here
+    (an "under N seconds" assert fails on a loaded machine)."""
     sb = Sandbox()
-    started = time.perf_counter()
     summary = seeding.generate_seed(sb, accounts=2000, users=10_000, permission_sets=500, assignments=50_000)
-    elapsed = time.perf_counter() - started
-    print(f"generate_seed(2000 accounts, 10000 users, 500 ps, 50000 assignments): {elapsed:.2f}s")
-    assert elapsed < 8.0
     w = sb.world
     assert summary["accounts"] == 2000 and summary["users"] == 10_000
     managed = {arn for arn, p in w.identity_center.permission_sets.items() if p.tags}
@@ -112,7 +108,7 @@ def test_generator_large_org_is_fast_and_consistent() -> None:
     assert len(w.kintone.apps[2].records) > 5_000
 
 
-def test_list_accounts_is_fast_on_a_large_org(sandbox: Sandbox, sandbox_url: str) -> None:
+def test_list_accounts_pages_through_a_large_org(sandbox: Sandbox, sandbox_url: str) -> None:
     seeding.generate_seed(sandbox, accounts=2000, users=500, groups=10, permission_sets=20, assignments=1000)
     sandbox.config.rate_limits["organizations"] = 0  # measure the emulator, not the throttle
     org = boto3.client(
@@ -122,11 +118,7 @@ def test_list_accounts_is_fast_on_a_large_org(sandbox: Sandbox, sandbox_url: str
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    started = time.perf_counter()
-    seen = 0
+    ids = []
     for page in org.get_paginator("list_accounts").paginate(PaginationConfig={"PageSize": 20}):
-        seen += len(page["Accounts"])
-    elapsed = time.perf_counter() - started
-    print(f"ListAccounts over 2000 accounts (pages of 20): {elapsed:.2f}s")
-    assert seen == 2000
-    assert elapsed < 30
+        ids += [a["Id"] for a in page["Accounts"]]
+    assert len(ids) == len(set(ids)) == 2000

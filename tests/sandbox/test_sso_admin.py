@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +12,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from idc_sandbox import aws_sso_admin
-from idc_sandbox.core import FaultRule, Sandbox
+from idc_sandbox.core import FaultRule, ManualClock, Sandbox
 from idc_sandbox.state import Account, Assignment, Group, User
 
 MGMT = "111111111111"
@@ -37,9 +36,21 @@ PS_ARN_RE = re.compile(r"arn:aws:sso:::permissionSet/ssoins-[0-9a-f]{16}/ps-[0-9
 TARGET = {"TargetType": "AWS_ACCOUNT"}
 
 
+class _Current:
+    """The sandbox of the running test, for :func:`wait` (which advances its clock)."""
+
+    sandbox: Sandbox | None = None
+
+
 @pytest.fixture
 def sb(sandbox: Sandbox) -> Sandbox:
-    """A small organization: management account, delegated admin, 12 members, one suspended account."""
+    """A small organization: management account, delegated admin, 12 members, one suspended account.
+
+    Time is a :class:`ManualClock`: an async request stays IN_PROGRESS until a test (or :func:`wait`)
+    advances it past ``async_latency_seconds``, however slow the machine.
+    """
+    sandbox.clock = ManualClock()
+    _Current.sandbox = sandbox
     sandbox.config.async_latency_seconds = 0.05
     sandbox.config.rate_limits["sso-admin"] = 0  # unlimited, except in the throttling test
     org = sandbox.world.organization
@@ -94,10 +105,12 @@ def make_ps(sso: Any, inst: str, name: str = "ReadOnly", **kwargs: Any) -> str:
     )
 
 
-def wait(sso: Any, inst: str, kind: str, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
-    """Poll the matching Describe...Status until the request leaves IN_PROGRESS."""
-    deadline = time.monotonic() + timeout
-    while True:
+def wait(sso: Any, inst: str, kind: str, request_id: str) -> dict[str, Any]:
+    """Poll the matching Describe...Status; while IN_PROGRESS, let the async latency pass on the sandbox's
+    clock. One latency must be enough for the request to reach its terminal state."""
+    sandbox = _Current.sandbox
+    assert sandbox is not None and isinstance(sandbox.clock, ManualClock)
+    for _poll in range(2):
         if kind == "create":
             status = sso.describe_account_assignment_creation_status(
                 InstanceArn=inst, AccountAssignmentCreationRequestId=request_id
@@ -112,8 +125,8 @@ def wait(sso: Any, inst: str, kind: str, request_id: str, timeout: float = 5.0) 
             )["PermissionSetProvisioningStatus"]
         if status["Status"] != "IN_PROGRESS":
             return dict(status)
-        assert time.monotonic() < deadline, f"{kind} request {request_id} still IN_PROGRESS"
-        time.sleep(0.02)
+        sandbox.clock.advance(sandbox.config.async_latency_seconds)
+    raise AssertionError(f"{kind} request {request_id} still IN_PROGRESS after its latency")
 
 
 def assign(
@@ -710,7 +723,7 @@ def test_outstanding_limit_frees_up_when_requests_complete(sso: Any, inst: str, 
             PrincipalType="USER",
             **TARGET,
         )
-    time.sleep(0.25)
+    sb.clock.advance(0.2)  # type: ignore[attr-defined]  # the first two complete: room for a third
     assert assign(sso, inst, arn, A3)["Status"] == "SUCCEEDED"
 
 
@@ -1096,16 +1109,23 @@ def test_list_assignments_for_principal_needs_the_management_account(
 # =========================================================================== throttling and faults
 def test_rate_limit_throttles_a_burst(sso: Any, sb: Sandbox) -> None:
     sb.config.rate_limits["sso-admin"] = 20.0
+    clock = sb.clock = ManualClock()
     codes = []
-    for _ in range(45):
-        try:
-            sso.list_instances()
-            codes.append("ok")
-        except ClientError as exc:
-            codes.append(exc.response["Error"]["Code"])
-            assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    assert "ThrottlingException" in codes
-    assert 15 <= codes.count("ok") < 45
+
+    def burst(n: int) -> None:
+        for _ in range(n):
+            try:
+                sso.list_instances()
+                codes.append("ok")
+            except ClientError as exc:
+                codes.append(exc.response["Error"]["Code"])
+                assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+    burst(45)  # a burst of one second's worth (20), then throttled
+    assert codes == ["ok"] * 20 + ["ThrottlingException"] * 25
+    clock.advance(0.5)  # half a second refills 10 tokens
+    burst(11)
+    assert codes[45:] == ["ok"] * 10 + ["ThrottlingException"]
     throttled = [c for c in sb.calls.calls("sso-admin", "ListInstances") if c.error == "ThrottlingException"]
     assert len(throttled) == codes.count("ThrottlingException")
 

@@ -2,7 +2,8 @@
 
 The fake below is a small, hand-written sso-admin: only what apply calls, with knobs to script
 IN_PROGRESS/FAILED statuses and Conflict/Throttling/AccessDenied errors. Time is injected (FakeTime) so
-nothing really waits, except a tiny real sleep so that worker threads genuinely overlap.
+nothing really waits (a tiny real sleep only keeps worker threads from spinning); parallelism is proven by
+a barrier (``FakeSso.meet``), not by hoping threads overlap in time.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ class FakeSso:
         self.max_outstanding = 0
         self.provision_outstanding = 0
         self.max_provision = 0
+        # set by tests that need proof of parallelism: the first ``parties`` async starts wait for each
+        # other, so they are outstanding together by construction (no reliance on threads overlapping
+        # within a millisecond); a serial apply breaks the barrier and fails those operations
+        self.rendezvous: threading.Barrier | None = None
+        self._rendezvous_left = 0
 
     # -------------------------------------------------------------- helpers
     def _enter(self, op: str, params: dict[str, Any]) -> None:
@@ -131,10 +137,16 @@ class FakeSso:
         }
         return arn
 
+    def meet(self, parties: int) -> None:
+        self.rendezvous = threading.Barrier(parties, timeout=30)
+        self._rendezvous_left = parties
+
     def _start(self, kind: str, account: str, payload: dict[str, Any]) -> dict[str, Any]:
         time.sleep(self.call_delay)
         rid = f"req-{next(self.ids)}"
         with self.lock:
+            meet = self._rendezvous_left > 0
+            self._rendezvous_left -= 1 if meet else 0
             self.outstanding_by_account[account] += 1
             self.max_by_account[account] = max(
                 self.max_by_account[account], self.outstanding_by_account[account]
@@ -151,6 +163,8 @@ class FakeSso:
                 "polls": self.polls_in_progress,
                 "done": False,
             }
+        if meet and self.rendezvous is not None:
+            self.rendezvous.wait()  # outstanding together with the other parties
         return self._status(rid, first=True)
 
     def _status(self, rid: str, first: bool = False) -> dict[str, Any]:
@@ -569,12 +583,13 @@ def test_assignment_concurrency_bounds(fake: FakeSso, opts: ApplyOptions) -> Non
     accs = accounts(30)
     ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn, user=u) for a in accs for u in ("alice", "bob", "carol")]
     cfg = SyncConfig(assignment_concurrency=10)
+    fake.meet(2)
     results = apply_assignments(
         Clients(fake), Plan(operations=ops), observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
     )
-    assert count_by_status(results) == {"succeeded": 90, "failed": 0, "skipped": 0}
+    assert count_by_status(results) == {"succeeded": 90, "already_in_place": 0, "failed": 0, "skipped": 0}
     assert max(fake.max_by_account.values()) == 1  # one in-flight op per account
-    assert 1 < fake.max_outstanding <= 10  # parallel, but bounded
+    assert 1 < fake.max_outstanding <= 10  # parallel (the rendezvous proves it), but bounded
     assert [r.key for r in results] == [op.key for op in ops]  # results in plan order
 
 
@@ -601,6 +616,7 @@ def test_provisioning_concurrency_bounds(fake: FakeSso, opts: ApplyOptions) -> N
         for name, arn in arns.items()
         for acc in accounts(5)
     ]
+    fake.meet(2)
     results = apply_permission_sets(
         Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts
     )
@@ -883,16 +899,16 @@ def test_rerun_converges_without_duplicates(fake: FakeSso, opts: ApplyOptions) -
     first = apply_assignments(
         Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
     )
-    assert count_by_status(first) == {"succeeded": 4, "failed": 1, "skipped": 0}
+    assert count_by_status(first) == {"succeeded": 4, "already_in_place": 0, "failed": 1, "skipped": 0}
     fake.fail_accounts.clear()
     again = apply_assignments(
         Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
     )
-    assert count_by_status(again) == {"succeeded": 5, "failed": 0, "skipped": 0}
+    assert count_by_status(again) == {"succeeded": 5, "already_in_place": 0, "failed": 0, "skipped": 0}
     assert len(fake.assignments) == 5
 
 
-def test_delete_assignment_already_gone_is_success(fake: FakeSso, opts: ApplyOptions) -> None:
+def test_delete_assignment_already_gone_is_already_in_place(fake: FakeSso, opts: ApplyOptions) -> None:
     arn = fake.seed_ps("Dev")
     fake.assignments.add(("200000000001", arn, "USER", "u-alice"))
     ops = [
@@ -904,7 +920,7 @@ def test_delete_assignment_already_gone_is_success(fake: FakeSso, opts: ApplyOpt
     )
     assert [(r.status, r.message) for r in results] == [
         ("succeeded", "removed"),
-        ("succeeded", "already gone"),
+        ("already_in_place", "already gone"),  # a no-op is not counted as a change (issue 9, defect 10)
     ]
     assert fake.assignments == set()
 
@@ -1007,7 +1023,7 @@ def test_permission_set_deletion_idempotent(fake: FakeSso, opts: ApplyOptions) -
     [res] = apply_permission_set_deletions(
         Clients(fake), Plan(operations=ops), obs, SyncConfig(), options=opts
     )
-    assert (res.status, res.message) == ("succeeded", "already gone")
+    assert (res.status, res.message) == ("already_in_place", "already gone")
 
 
 def test_apply_permission_sets_ignores_deletions(fake: FakeSso, opts: ApplyOptions) -> None:
@@ -1090,7 +1106,7 @@ def test_progress_logging(fake: FakeSso, ft: FakeTime, caplog: pytest.LogCapture
         "applied 10/12 assignments",
         "applied 12/12 assignments",
     ]
-    assert "assignments: 11 succeeded, 1 failed, 0 skipped (12 operations)" in messages
+    assert "assignments: 11 succeeded, 0 already in place, 1 failed, 0 skipped (12 operations)" in messages
 
 
 def test_progress_logging_by_time(fake: FakeSso, ft: FakeTime, caplog: pytest.LogCaptureFixture) -> None:

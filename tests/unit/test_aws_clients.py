@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import boto3
 
 from idc_sync.aws_clients import IdcClients, RateLimiter
@@ -41,9 +39,21 @@ def test_retry_config_overrides() -> None:
 
 
 def test_rate_limiter_paces_after_the_burst() -> None:
-    limiter = RateLimiter(50.0)
-    start = time.monotonic()
-    for _ in range(75):  # 50 burst + 25 at 50/s = ~0.5 s
+    """Counted on a fake clock that only the limiter's own sleeps move: no dependence on machine load."""
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    # 64/s: 1/64 s is exact in binary floating point, so the fake time adds up without rounding residue
+    # (a residue would make the limiter sleep ~1e-18 s, which a float clock at 0.5 cannot register)
+    limiter = RateLimiter(64.0, monotonic=lambda: now[0], sleep=sleep)
+    for _ in range(64):  # the burst: one second's worth, no waiting
         limiter.acquire()
-    elapsed = time.monotonic() - start
-    assert 0.4 <= elapsed < 2.0
+    assert sleeps == []
+    for _ in range(32):  # then one token per 1/64 s
+        limiter.acquire()
+    assert sleeps == [1 / 64] * 32
+    assert now[0] == 0.5

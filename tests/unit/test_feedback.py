@@ -98,6 +98,7 @@ PARAMS: dict[str, dict[str, object]] = {
     "invalid_target": {"field": "targets", "value": "12345", "line": 1},
     "missing_permission_set": {"field": "permission_set"},
     "unknown_permission_set": {"field": "permission_set", "name": "Nope"},
+    "permission_set_renamed": {"field": "permission_set", "old_name": "Developer", "new_name": "Developer2"},
     "invalid_expires_on": {"field": "expires_on", "value": "tomorrow"},
     "duplicate_assignment": {"count": 1, "first_record_ids": "3", "example": "USER:a -> 1 (X)"},
     "invalid_name": {"permission_set": "a b", "name": "a b", "max": 32},
@@ -107,6 +108,9 @@ PARAMS: dict[str, dict[str, object]] = {
     "relay_state_too_long": {"permission_set": "X", "length": 300, "max": 240},
     "inline_policy_invalid_characters": {"permission_set": "X", "characters": "日"},
     "inline_policy_not_json": {"permission_set": "X", "error": "Expecting ','", "line": 3, "column": 7},
+    "inline_policy_too_deep": {"permission_set": "X", "max_depth": 32, "line": 1, "column": 33},
+    "more_findings": {"permission_set": "X", "count": 29990, "shown": 20},
+    "record_internal_error": {"step": "plan", "error": "RecursionError: maximum recursion depth exceeded"},
     "inline_policy_not_object": {"permission_set": "X", "type": "list"},
     "inline_policy_missing_version": {"permission_set": "X"},
     "inline_policy_invalid_version": {"permission_set": "X", "value": "2024-01-01"},
@@ -176,7 +180,7 @@ PARAMS: dict[str, dict[str, object]] = {
     "ou_without_active_accounts": {"target": "ou-ab12-99999999"},
     "principal_not_found": {"principal_type": "USER", "principal_name": "walter@example.com"},
     "apply_failed": {"operation": "create_assignment", "key": "k", "error": "ConflictException"},
-    "deletions_withheld": {},
+    "deletions_withheld": {"count": 2},
     "scim_unhealthy": {"reason": "quarantined"},
     "task_failed": {"task_id": "snapshot_idc"},
     "access_expiring": {
@@ -338,3 +342,29 @@ def test_waiting_is_the_headline_when_only_pending_and_warnings():
     ]
     text = render_comment(ref, items, "ja")
     assert text.startswith("[idc-sync] このレコードの一部は反映待ちです") and "[注意]" in text
+
+
+def test_one_record_whose_comment_cannot_be_built_never_stops_the_others(monkeypatch, caplog) -> None:
+    """Issue 9 defect 2 (comment step): rendering one record's comment raising keeps the others going,
+    and what was last said to that record is kept, so it is tried again next run (nothing lost)."""
+    from idc_sync import feedback
+    from idc_sync.model import Problem, RecordRef
+
+    good = RecordRef(app="assignments", app_id="2", record_id="1")
+    bad = RecordRef(app="assignments", app_id="2", record_id="2")
+    problems = [
+        Problem(code="invalid_target", message="x", record=good, params={"value": "a", "field": "targets"}),
+        Problem(code="invalid_target", message="y", record=bad, params={"value": "b", "field": "targets"}),
+    ]
+    real = feedback.render_comment
+
+    def render(ref, items, language, **kw):  # type: ignore[no-untyped-def]
+        if ref is not None and ref.record_id == "2":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(ref, items, language, **kw)
+
+    monkeypatch.setattr(feedback, "render_comment", render)
+    fb = feedback.plan_feedback(problems, {"assignments:2": "old-fp"}, language="en")
+    assert [c.record_key for c in fb.comments] == ["assignments:1"]
+    assert fb.state["assignments:2"] == "old-fp"
+    assert "assignments:2" in caplog.text

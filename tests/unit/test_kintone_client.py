@@ -162,6 +162,46 @@ def test_page_read_errors_are_retried_without_losing_records(apps: Apps, sandbox
     assert apps.live_cursors == 0
 
 
+def test_a_short_cursor_read_fails_instead_of_looking_complete(apps: Apps, sandbox: Sandbox) -> None:
+    """Issue 9 defect 5: fewer records than totalCount must fail, not look like deleted records."""
+    apps.add_permission_sets(1204)
+    sandbox.faults.add(
+        FaultRule(service="kintone", kind="short_read", operation="records/cursor.json", count=24)
+    )
+    client = apps.client()
+    with pytest.raises(KintoneError) as info:
+        client.get_all_records(apps.ps_id)
+    assert info.value.code == "INCOMPLETE_READ"
+    # 3 pages, one record dropped per page (count 24 is not exhausted by 3 pages)
+    assert str(info.value).startswith(
+        f"kintone error INCOMPLETE_READ (HTTP 0): kintone announced 1,204 records in app {apps.ps_id} "
+        "but the cursor returned 1,201: the read is incomplete, so nothing was planned; re-run"
+    )
+    assert apps.live_cursors == 0
+
+    seen = 0  # iterating yourself: the last page is withheld, so no consumer sees a "complete" read
+    with pytest.raises(KintoneError, match="INCOMPLETE_READ"):
+        for _record in client.iter_records(apps.ps_id):
+            seen += 1
+    assert seen == 1000 - 2  # the first two (short) pages only
+    assert apps.live_cursors == 0
+
+    sandbox.faults.clear()
+    assert len(client.get_all_records(apps.ps_id)) == 1204
+
+
+def test_records_deleted_during_a_cursor_read_fail_the_read(apps: Apps, sandbox: Sandbox) -> None:
+    apps.add_permission_sets(600)
+    client = apps.client()
+    with pytest.raises(KintoneError, match=r"announced 600 records .* returned 599"):
+        for i, record in enumerate(client.iter_records(apps.ps_id)):
+            if i == 0:  # first page in hand ($id desc); a record of the second page goes away
+                with sandbox.lock:
+                    oldest = min(apps.ps.records)
+                    apps.ps.records.pop(oldest)
+                assert int(record["$id"]["value"]) != oldest
+
+
 def test_too_many_cursors_is_retried_then_reported(apps: Apps) -> None:
     apps.add_permission_sets(20)
     client = apps.client(max_retries=2)

@@ -493,7 +493,7 @@ def test_unknown_permission_set_in_assignment() -> None:
     plan, problems = plan_of(desired, observed())
     assert plan.operations == []
     assert codes(problems) == ["unknown_permission_set"]
-    assert problems[0].params == {"permission_set": "Nope"}
+    assert problems[0].params == {"permission_set": "Nope", "name": "Nope", "field": "permission_set"}
 
 
 def test_problem_already_reported_by_records_is_not_repeated() -> None:
@@ -683,3 +683,94 @@ def test_full_resync_provisions_every_account_but_never_the_management_account()
     ]
     assert codes(problems) == ["provisioned_to_management_account"]
     assert f"provision_permission_set:Root:{A1}" in {s.key for s in plan.skipped}
+
+
+# --------------------------------------------------------------------------- hostile records (issue 9)
+def test_deeply_nested_inline_policy_is_a_change_not_a_recursion_error() -> None:
+    # 3,000 nested "[" (6 KB): canonical_policy used to raise RecursionError and fail compute_diff.
+    desired = DesiredState(permission_sets={"Dev": spec(inline_policy="[" * 3000)})
+    plan, problems = plan_of(
+        desired, observed([state(inline_policy='{"Version":"2012-10-17","Statement":[]}')])
+    )
+    assert keys(plan) == ["update_permission_set:Dev"]
+    assert "inline_policy" in plan.operations[0].changes
+    assert problems == []  # validation reports the nesting (inline_policy_too_deep) and blocks the set
+
+
+def test_one_permission_set_failing_to_plan_is_a_problem_on_its_record_only(monkeypatch, caplog) -> None:
+    from idc_sync import plan as plan_module
+
+    real = plan_module.permission_set_changes
+
+    def changes(spec_: PermissionSetSpec, state_: PermissionSetState) -> dict[str, dict[str, object]]:
+        if spec_.name == "Bad":
+            raise KeyError("unforeseen")
+        return real(spec_, state_)
+
+    monkeypatch.setattr(plan_module, "permission_set_changes", changes)
+    desired = DesiredState(
+        permission_sets={
+            "Bad": spec("Bad", description="new"),
+            "Dev": spec("Dev", description="new"),
+        },
+        assignments=[asg(A1, "Bad"), asg(A2, "Dev")],
+    )
+    obs = observed(
+        [state("Bad", 2, provisioned_accounts=[A1]), state("Dev", 1, provisioned_accounts=[A2])],
+        [held(A1, 2, "u-bob"), held(A2, 1)],
+    )
+    with caplog.at_level("ERROR", logger="idc_sync.plan"):
+        plan, problems = plan_of(desired, obs)
+    # the good set is planned as usual
+    assert "update_permission_set:Dev" in keys(plan)
+    assert f"provision_permission_set:Dev:{A2}" in keys(plan)
+    # the failed set: no operation at all (no update, no assignment created, none deleted), one problem
+    assert not [op for op in plan.operations if op.permission_set_name == "Bad"]
+    skipped = {s.key: s.reason for s in plan.skipped}
+    assert skipped[f"create_assignment:{A1}:Bad:USER:alice"] == "planning permission set Bad failed"
+    assert f"delete_assignment:{A1}:Bad:USER:bob" in skipped
+    internal = [p for p in problems if p.code == "record_internal_error"]
+    assert len(internal) == 1
+    assert internal[0].record == ps_rec("ps-Bad")
+    assert internal[0].params["permission_set"] == "Bad"
+    assert internal[0].params["step"] == "plan"
+    assert "KeyError" in str(internal[0].params["error"])
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)  # traceback for admins
+
+
+def test_account_target_with_non_ascii_digits_is_not_an_account() -> None:
+    fullwidth = "\uff12" * 12  # full-width digit two
+    desired = DesiredState(permission_sets={"Dev": spec()}, assignments=[asg(fullwidth)])
+    plan, problems = plan_of(desired, observed([state()]))
+    assert not [op for op in plan.operations if op.kind is OpKind.CREATE_ASSIGNMENT]
+    assert codes(problems) == ["invalid_target"]  # not "unknown_account": it is no account id at all
+
+
+def test_one_assignment_record_failing_to_plan_is_its_problem_and_deletes_nothing(monkeypatch) -> None:
+    """Issue 9 defect 2 (plan step, assignments): an assignment record whose planning raises gets a
+    ``record_internal_error`` problem; the others are planned; nothing of its permission set is deleted
+    (which rows it wanted is unknown, so "not in kintone" cannot be concluded)."""
+    from idc_sync import plan as plan_module
+
+    real = plan_module._Planner._expand  # type: ignore[attr-defined]
+
+    def expand(self: object, a: AssignmentSpec) -> list[str]:
+        if a.principal_name == "bob":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(self, a)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(plan_module._Planner, "_expand", expand)  # type: ignore[attr-defined]
+    desired = DesiredState(
+        permission_sets={"Dev": spec("Dev"), "Ops": spec("Ops")},
+        assignments=[asg(A1, "Dev", "bob", rid="11"), asg(A2, "Ops", "alice", rid="12")],
+    )
+    obs = observed(
+        [state("Dev", 1, provisioned_accounts=[A1]), state("Ops", 2, provisioned_accounts=[A2])],
+        [held(A1, 1, "u-bob"), held(A3, 1, "u-alice")],  # Dev's: would look unwanted without protection
+    )
+    plan, problems = plan_of(desired, obs)
+    assert f"create_assignment:{A2}:Ops:USER:alice" in keys(plan)
+    assert not plan.of_kind(OpKind.DELETE_ASSIGNMENT), keys(plan)
+    internal = [p for p in problems if p.code == "record_internal_error"]
+    assert len(internal) == 1 and internal[0].params["step"] == "plan"
+    assert "RecursionError" in str(internal[0].params["error"])

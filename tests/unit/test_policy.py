@@ -6,7 +6,9 @@ import json
 
 import pytest
 
+from idc_sync import safe_json
 from idc_sync.policy import canonical_policy, managed_policy_arn, managed_policy_name, policies_equal
+from idc_sync.safe_json import MAX_DEPTH, UnsafeJsonError
 
 POLICY = {
     "Version": "2012-10-17",
@@ -120,3 +122,49 @@ def test_managed_policy_arn_rejects_empty_and_name_round_trip() -> None:
         managed_policy_name(managed_policy_arn("job-function/ViewOnlyAccess"))
         == "job-function/ViewOnlyAccess"
     )
+
+
+# --------------------------------------------------------------------------- hostile records (issue 9)
+def test_deeply_nested_policy_raises_a_clear_value_error_not_recursion_error() -> None:
+    with pytest.raises(UnsafeJsonError) as info:
+        canonical_policy("[" * 3000)
+    assert isinstance(info.value, ValueError)
+    assert (info.value.reason, info.value.line, info.value.column) == ("too_deep", 1, MAX_DEPTH + 1)
+    assert not policies_equal("[" * 3000, '{"Version": "2012-10-17", "Statement": []}')
+
+
+def test_depth_limit_counts_structure_not_brackets_inside_strings() -> None:
+    sid = "[" * 5000 + "{" * 5000
+    policy = {**POLICY, "Statement": [{**POLICY["Statement"][0], "Sid": sid}]}  # type: ignore[dict-item]
+    assert canonical_policy(json.dumps(policy)) is not None
+    assert safe_json.nesting_depth(json.dumps(policy))[0] == 4  # doc, Statement, statement, Action
+    assert safe_json.nesting_depth('["a\\"[[[", [1]]')[0] == 2  # an escaped quote does not end the string
+
+
+def test_real_policies_are_far_below_the_depth_limit() -> None:
+    nested = json.dumps({"Version": "2012-10-17", "Statement": [{"Condition": {"A": {"k": ["v"]}}}]})
+    assert safe_json.nesting_depth(nested)[0] == 6
+    assert safe_json.loads("[" * MAX_DEPTH + "]" * MAX_DEPTH) is not None
+
+
+def test_huge_number_and_huge_text_are_limited() -> None:
+    with pytest.raises(UnsafeJsonError) as info:
+        canonical_policy('{"Version": ' + "9" * 5000 + "}")
+    assert (info.value.reason, info.value.column) == ("number_too_long", 13)
+    with pytest.raises(UnsafeJsonError) as info:
+        canonical_policy(" " * safe_json.MAX_CHARS + "{}")
+    assert info.value.reason == "too_large"
+
+
+def test_unterminated_string_is_linear_not_quadratic() -> None:
+    # '"\"' repeated: every quote starts a string that never ends; a backtracking regex would be O(n^2).
+    text = '"\\"' * (safe_json.MAX_CHARS // 3)
+    assert safe_json.nesting_depth(text) == (0, 0)
+    with pytest.raises(UnsafeJsonError) as info:
+        safe_json.loads(text)
+    assert info.value.reason == "not_json"
+
+
+def test_ten_thousand_statements_canonicalise() -> None:
+    text = json.dumps({"Version": "2012-10-17", "Statement": [{}] * 10000})
+    assert canonical_policy(text) == '{"Statement":[{}],"Version":"2012-10-17"}'

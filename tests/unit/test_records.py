@@ -576,8 +576,10 @@ def test_missing_and_unknown_permission_set() -> None:
         [asg_record(2, users=["a"], permission_set=""), asg_record(3, users=["a"], permission_set="Nope")],
     )
     assert only(state, "missing_permission_set").params == {"field": "permission_set"}
-    assert only(state, "unknown_permission_set").params == {"field": "permission_set", "name": "Nope"}
-    assert state.assignments == []
+    # A name the permission sets app does not have may be the old name of a renamed record (a lookup keeps
+    # the value it copied): the record is understood, and the plan, which knows IdC, says which it is.
+    assert "unknown_permission_set" not in codes(state)
+    assert [a.permission_set_name for a in state.assignments] == ["Nope"]
 
 
 def test_permission_set_with_errors_is_not_unknown_for_assignments() -> None:
@@ -674,8 +676,8 @@ def test_one_bad_record_among_many() -> None:
     asg = [asg_record(100 + i, users=[f"u{i}"], permission_set=f"PS{i}") for i in range(1, 51)]
     asg.append(asg_record(999, users=["x"], permission_set="Missing"))
     state = parse(ps, asg)
-    assert len(state.permission_sets) == 50 and len(state.assignments) == 50
-    assert sorted(codes(state)) == ["invalid_session_duration", "unknown_permission_set"]
+    assert len(state.permission_sets) == 50 and len(state.assignments) == 51  # "Missing": the plan decides
+    assert sorted(codes(state)) == ["invalid_session_duration"]
 
 
 def test_state_round_trips_as_json() -> None:
@@ -716,3 +718,77 @@ def test_wrong_subtable_field_code_is_not_read_as_empty() -> None:
     }
     assert state.held_permission_sets == ["T"]
     assert list(state.permission_sets) == ["NoRows"]  # no rows: nothing can be misread
+
+
+# --------------------------------------------------------------------------- hostile records (issue 9)
+@pytest.mark.parametrize(
+    "value",
+    [
+        "\uff12" * 12,  # full-width digits
+        "\u0662" * 12,  # Arabic-Indic digits
+        "\u06f2" * 12,  # extended Arabic-Indic digits
+        "\uff11\uff12\uff13\uff14-\uff15\uff16\uff17\uff18-\uff19\uff10\uff11\uff12",  # dashed, full-width
+        "12345678901\uff12",  # one full-width digit among ASCII ones
+        "ou-ab12-\u212adefgh34",  # KELVIN SIGN: .lower() makes it an ASCII "k"
+    ],
+)
+def test_non_ascii_digits_and_letters_are_not_ids(value: str) -> None:
+    assert normalise_target(value) is None
+    state = parse([ps_record(1)], [asg_record(2, users=["alice"], targets=value)])
+    problem = only(state, "invalid_target")
+    assert problem.params["value"] == value
+    assert state.assignments == []
+
+
+def test_non_ascii_digit_target_says_to_use_ascii_digits() -> None:
+    from idc_sync import messages
+
+    state = parse([ps_record(1)], [asg_record(2, users=["alice"], targets="\uff12" * 12)])
+    problem = only(state, "invalid_target")
+    assert "ASCII digits 0-9" in problem.message and "leading zero" not in problem.message
+    assert "ASCII digits 0-9" in messages.render_problem(problem, "en")
+    assert "半角数字" in messages.render_problem(problem, "ja")
+
+
+@pytest.mark.parametrize("value", ["PT\uff14H", "PT\u0664H", "PT1H\uff13\uff10M"])
+def test_session_duration_with_non_ascii_digits_is_invalid(value: str) -> None:
+    assert parse_session_duration(value) is None
+    state = parse([ps_record(1, session_duration=value)])
+    assert codes(state) == ["invalid_session_duration"]
+    assert state.permission_sets == {} and state.held_permission_sets == ["ReadOnly"]
+
+
+def test_customer_policy_name_must_be_ascii() -> None:
+    state = parse([ps_record(1, cmp=[("\u958b\u767a", "/")])])
+    assert codes(state) == ["invalid_customer_managed_policy"]
+
+
+def test_hostile_inline_policies_are_kept_as_text_for_validation() -> None:
+    deep = "[" * 3000
+    huge = '{"Statement": [' + ", ".join(["{}"] * 10000) + "]}"
+    state = parse([ps_record(1, "Deep", inline_policy=deep), ps_record(2, "Huge", inline_policy=huge)])
+    assert state.problems == []
+    assert state.permission_sets["Deep"].inline_policy == deep
+    assert state.permission_sets["Huge"].inline_policy == huge
+
+
+def test_unexpected_error_in_one_record_is_its_problem_and_logged_with_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from idc_sync import records
+
+    real = records._parse_permission_set
+
+    def parse_one(record: dict[str, Any], config: SyncConfig, app_id: str) -> Any:
+        if record["name"]["value"] == "Bad":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(record, config, app_id)
+
+    monkeypatch.setattr(records, "_parse_permission_set", parse_one)
+    with caplog.at_level("ERROR", logger="idc_sync.records"):
+        state = parse([ps_record(1, "Bad"), ps_record(2, "Good")])
+    problem = only(state, "unreadable_record")
+    assert ref(problem).record_id == "1"
+    assert problem.params == {"error": "RecursionError: maximum recursion depth exceeded"}
+    assert list(state.permission_sets) == ["Good"] and state.held_permission_sets == ["Bad"]
+    assert any(r.exc_info and r.exc_info[0] is RecursionError for r in caplog.records)

@@ -25,6 +25,8 @@ from idc_sync.model import (
     ValidationReport,
 )
 from idc_sync.validation import (
+    MAX_ANALYZER_FINDINGS,
+    MAX_FINDINGS_PER_RECORD,
     apply_validation,
     managed_policy_catalog,
     permission_sets_to_validate,
@@ -591,3 +593,135 @@ def test_permission_sets_to_validate() -> None:
         Operation(key="a", kind=OpKind.CREATE_ASSIGNMENT, permission_set_name="D"),
     ]
     assert permission_sets_to_validate(Plan(operations=ops)) == {"A", "B"}
+
+
+# --------------------------------------------------------------------------- hostile records (issue 9)
+DEEP = "[" * 3000  # 6 KB, under every size limit; json.loads raised RecursionError on it
+HUGE = json.dumps({"Statement": [{}] * 10000})  # 10,000 statements: 30,008 findings before the cap
+
+
+def test_deeply_nested_policy_is_a_clear_problem_not_a_recursion_error() -> None:
+    report = local(spec("Deep", inline_policy=DEEP), spec("Good", inline_policy=GOOD_INLINE))
+    assert codes(report) == ["inline_policy_too_deep"]
+    problem = report.problems[0]
+    assert problem.params == {"permission_set": "Deep", "max_depth": 32, "line": 1, "column": 33}
+    assert "nests brackets more than 32 levels" in problem.message
+    assert report.blocked == ["Deep"]
+
+
+def test_sandbox_deep_policy_is_not_sent_to_access_analyzer(
+    sandbox: Sandbox, sandbox_clients: IdcClients
+) -> None:
+    desired = DesiredState(
+        permission_sets={
+            "Deep": spec("Deep", inline_policy=DEEP),
+            "Good": spec("Good", inline_policy=GOOD_INLINE),
+        }
+    )
+    report = validate_permission_sets(desired, sandbox_clients, SyncConfig(), sleep=lambda s: None)
+    assert report.blocked == ["Deep"]
+    assert [p.code for p in report.problems] == ["inline_policy_too_deep"]
+    assert sandbox.calls.counters()["accessanalyzer"]["ValidatePolicy"] == 1  # only Good's
+
+
+def test_findings_are_capped_per_record_with_one_and_more_problem() -> None:
+    report = local(spec("Huge", inline_policy=HUGE), spec("Dev", description="開発"))
+    huge = [p for p in report.problems if p.params["permission_set"] == "Huge"]
+    assert len(huge) == MAX_FINDINGS_PER_RECORD + 1
+    more = [p for p in huge if p.code == "more_findings"]
+    assert len(more) == 1
+    # 10,000 x (Effect, Action, Resource) + missing Version + too large = 30,002 problems; 20 are listed
+    assert more[0].params["count"] == 30_002 - MAX_FINDINGS_PER_RECORD
+    assert more[0].severity == "error"
+    assert f"and {30_002 - MAX_FINDINGS_PER_RECORD} more finding(s)" in more[0].message
+    assert report.blocked == ["Dev", "Huge"]  # the other record is unaffected by the cap
+    assert [p.code for p in report.problems if p.params["permission_set"] == "Dev"] == [
+        "description_invalid_characters"
+    ]
+    assert len(report.model_dump_json()) < 20_000  # what validate_policies pushes to XCom
+
+
+def test_capped_warnings_stay_a_warning_and_block_nothing() -> None:
+    aa = FakeAnalyzer(pages=[[finding("SUGGESTION", f"S{i}") for i in range(25)]])
+    report = validate_fake(FakeClients(FakeIam(set()), aa), spec(inline_policy=GOOD_INLINE))
+    assert len(report.problems) == MAX_FINDINGS_PER_RECORD + 1
+    more = next(p for p in report.problems if p.code == "more_findings")
+    assert (more.severity, more.params["count"]) == ("warning", 5)
+    assert report.blocked == []
+
+
+def test_a_hidden_error_beyond_the_cap_still_blocks() -> None:
+    page = [finding("SUGGESTION", f"S{i}") for i in range(MAX_FINDINGS_PER_RECORD)]
+    aa = FakeAnalyzer(pages=[[*page, finding("ERROR", "INVALID_ACTION")]])
+    report = validate_fake(FakeClients(FakeIam(set()), aa), spec(inline_policy=GOOD_INLINE))
+    more = next(p for p in report.problems if p.code == "more_findings")
+    assert (more.severity, more.params["count"]) == ("error", 1)
+    assert report.blocked == ["Dev"]
+
+
+def test_access_analyzer_pages_are_read_only_up_to_the_bound() -> None:
+    aa = FakeAnalyzer(pages=[[finding("WARNING", f"W{p}-{i}") for i in range(10)] for p in range(50)])
+    report = validate_fake(FakeClients(FakeIam(set()), aa), spec(inline_policy=GOOD_INLINE))
+    assert len(aa.calls) == MAX_ANALYZER_FINDINGS // 10  # not all 50 pages
+    more = next(p for p in report.problems if p.code == "more_findings")
+    assert more.params["count"] == MAX_ANALYZER_FINDINGS - MAX_FINDINGS_PER_RECORD
+
+
+def test_number_beyond_the_int_digit_limit_is_not_json_not_a_crash() -> None:
+    prefix = '{"Version": "2012-10-17", "Statement": [{"Sid": '
+    report = local(spec(inline_policy=prefix + "9" * 5000 + "}]}"))
+    assert codes(report) == ["inline_policy_not_json"]
+    assert report.problems[0].params["column"] == len(prefix) + 1  # where the number starts
+    assert "more than 4,300 digits" in str(report.problems[0].params["error"])
+
+
+def test_unexpected_error_in_one_permission_set_is_a_problem_on_its_record_only(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from idc_sync import validation
+
+    real = validation.check_inline_policy
+
+    def check(spec_: PermissionSetSpec, out: Any) -> bool:
+        if spec_.name == "Bad":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(spec_, out)
+
+    monkeypatch.setattr(validation, "check_inline_policy", check)
+    with caplog.at_level("ERROR", logger="idc_sync.validation"):
+        report = local(spec("Bad", record=ref("8")), spec("Good", inline_policy=GOOD_INLINE))
+    assert [(p.code, p.params["permission_set"], p.params["step"]) for p in report.problems] == [
+        ("record_internal_error", "Bad", "validate")
+    ]
+    assert report.problems[0].record == ref("8")
+    assert report.blocked == ["Bad"]
+    assert any(r.exc_info and r.exc_info[0] is RecursionError for r in caplog.records)
+
+
+def test_unexpected_access_analyzer_error_blocks_only_that_permission_set() -> None:
+    class Broken(FakeAnalyzer):
+        def validate_policy(self, **params: Any) -> dict[str, Any]:
+            if "Sid" in params["policyDocument"]:
+                raise TypeError("unexpected answer")
+            return super().validate_policy(**params)
+
+    other = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Sid": "A", "Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+        }
+    )
+    report = validate_fake(
+        FakeClients(FakeIam(set()), Broken()),
+        spec("Bad", inline_policy=other),
+        spec("Good", inline_policy=GOOD_INLINE),
+    )
+    assert [(p.code, p.params["permission_set"]) for p in report.problems] == [
+        ("record_internal_error", "Bad")
+    ]
+    assert report.blocked == ["Bad"]
+
+
+@pytest.mark.parametrize("value", ["PT\uff14H", "PT\u0664H", "PT1\uff12H"])
+def test_session_duration_with_non_ascii_digits_is_invalid(value: str) -> None:
+    assert codes(local(spec(session_duration=value))) == ["invalid_session_duration"]

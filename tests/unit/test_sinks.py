@@ -1,0 +1,266 @@
+"""Issue 9 defects 8, 9, 10, 12 and the comment length limit: what each sink shows is true and safe.
+
+sanitize (escaping per sink), failures (which task failed first and what it means), outbox (an
+undelivered Slack message is kept and sent late), outcome counts (from results, not from the plan), the
+audit artifact per try and kintone's 65,535-character comment limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from idc_sync import feedback, outbox
+from idc_sync.audit import AuditStore
+from idc_sync.failures import (
+    LOST,
+    NOTHING_CHANGED,
+    PARTLY_APPLIED,
+    TaskFailure,
+    describe_error,
+    explain,
+    first_failure,
+    run_failing,
+)
+from idc_sync.model import Operation, OpKind, OpResult, Plan, Problem, RecordRef, Skipped
+from idc_sync.sanitize import CleanTextFilter, scrub_secrets, slack_escape, strip_control
+
+HOSTILE = "<!channel> <https://evil|click> \x1b[31m\x07"
+
+
+# --------------------------------------------------------------------------- 12: escaping
+def test_slack_escape_neutralises_mentions_links_and_control_chars() -> None:
+    out = slack_escape(HOSTILE + " a&b")
+    assert out == "&lt;!channel&gt; &lt;https://evil|click&gt;  a&amp;b"
+    assert "<" not in out and ">" not in out and "\x1b" not in out and "\x07" not in out
+
+
+def test_strip_control_keeps_newlines_and_tabs_drops_escapes() -> None:
+    assert strip_control("a\x1b[1;31mred\x1b[0m\tb\nc\x07\x00\r\x9b2Jd\x1b]0;title\x07e") == "ared\tb\ncde"
+
+
+def test_slack_message_escapes_record_text_everywhere() -> None:
+    op = Operation(
+        key=f"create:{HOSTILE}",
+        kind=OpKind.CREATE_ASSIGNMENT,
+        permission_set_name="P",
+        reason=f"drift {HOSTILE}",
+    )
+    plan = Plan(operations=[op])
+    results = [OpResult(key=op.key, kind=op.kind, status="failed", message=f"AccessDenied {HOSTILE}")]
+    problems = [Problem(code="x", message=f"group {HOSTILE} missing")]
+    summary = feedback.run_summary_text(
+        dag_run_id="r1", plan=plan, results=results, problems=problems, dry_run=False, scim=None
+    )
+    payload = feedback.slack_message(summary, results=results, problems=problems, plan=plan)
+    texts = [payload["text"]] + [b["text"]["text"] for b in payload["blocks"]]
+    for text in texts:
+        assert "<!channel>" not in text and "<https://evil" not in text
+        assert "\x1b" not in text and "\x07" not in text
+    assert "&lt;!channel&gt;" in texts[-1]
+
+
+def test_comment_and_note_carry_no_control_characters() -> None:
+    ref = RecordRef(app="assignments", app_id="2", record_id="7")
+    text = feedback.render_comment(ref, [Problem(code="x", message=HOSTILE, record=ref)], "en")
+    assert "\x1b" not in text and "\x07" not in text
+    summary = feedback.run_summary_text(
+        dag_run_id="r\x1b[2J1", plan=Plan(), results=[], problems=[], dry_run=False, scim=None
+    )
+    assert "\x1b" not in summary
+
+
+def test_log_filter_cleans_message_and_args(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("idc_sync.test_sinks_probe")
+    logger.addFilter(CleanTextFilter())
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        logger.info("record %s: %s", "7", HOSTILE)
+    [record] = [r for r in caplog.records if r.name == logger.name]
+    assert "\x1b" not in record.getMessage() and "\x07" not in record.getMessage()
+    assert "<!channel>" in record.getMessage()  # logs are plain text: only control characters go
+
+
+def test_install_log_filter_covers_module_loggers_created_later() -> None:
+    from idc_sync.sanitize import install_log_filter
+
+    install_log_filter()
+    install_log_filter()  # idempotent
+    for name in ("idc_sync", "idc_sync.apply", "idc_sync.records", "idc_sync_airflow.steps"):
+        filters = [f for f in logging.getLogger(name).filters if isinstance(f, CleanTextFilter)]
+        assert len(filters) == 1, name
+
+
+def test_scrub_secrets() -> None:
+    text = (
+        "POST http://x/services/T0/B0/sandboxwebhooksecret0001 failed; X-Cybozu-API-Token: tok-123456 "
+        "password=hunter22 Authorization: Bearer eyJabc.def https://u:pw1234@host/ known-secret-value"
+    )
+    out = scrub_secrets(text, ["known-secret-value"])
+    for secret in (
+        "sandboxwebhooksecret0001",
+        "tok-123456",
+        "hunter22",
+        "eyJabc.def",
+        "pw1234",
+        "known-secret",
+    ):
+        assert secret not in out, out
+
+
+# --------------------------------------------------------------------------- 8: first failure
+def test_first_failure_by_time_with_meaning() -> None:
+    states = {
+        "scim_health": "failed",
+        "snapshot_idc": "failed",
+        "compute_diff": "upstream_failed",
+        "extract_kintone": "success",
+    }
+    records = {
+        "snapshot_idc": TaskFailure(task_id="snapshot_idc", at="2026-12-01T10:00:05+00:00", error="boom"),
+        "scim_health": TaskFailure(
+            task_id="scim_health",
+            at="2026-12-01T10:00:01+00:00",
+            error_type="AirflowSensorTimeout",
+            error="t",
+        ),
+    }
+    task, record = first_failure(states, records, order=list(states)) or ("", None)
+    assert task == "scim_health"
+    text = explain(task, record)
+    assert "scim_health" in text and "AirflowSensorTimeout: t" in text and "the run went on" in text
+    assert NOTHING_CHANGED not in text  # the SCIM check is advisory (DESIGN: never a failed run)
+    assert run_failing(["scim_health", "snapshot_idc"]) == ["snapshot_idc"]
+    assert run_failing(["scim_health"]) == []
+
+
+def test_failure_meaning_per_step_and_lost_process() -> None:
+    rec = TaskFailure(task_id="apply_assignments", error_type="RuntimeError", error="x")
+    assert PARTLY_APPLIED in explain("apply_assignments", rec)
+    assert NOTHING_CHANGED in explain("extract_kintone", rec)
+    lost = first_failure({"snapshot_idc": "failed", "notify": "failed"}, {}, order=["snapshot_idc"])
+    assert lost == ("snapshot_idc", None)
+    assert LOST in explain("snapshot_idc", None)
+    assert first_failure({"a": "success", "b": "upstream_failed"}, {}) is None
+
+
+def test_describe_error_scrubs_and_clips() -> None:
+    kind, text = describe_error(RuntimeError("token=abcdef123 " + "x" * 2000 + "\x1b[31m"))
+    assert kind == "RuntimeError" and "abcdef123" not in text and len(text) <= 500 and "\x1b" not in text
+
+
+# --------------------------------------------------------------------------- 9: outbox
+def _msg(run: str, text: str = "hello") -> outbox.PendingMessage:
+    return outbox.PendingMessage(
+        run_id=run, created="2026-12-01T10:00:00+00:00", kind="summary", payload={"text": text, "blocks": []}
+    )
+
+
+def test_outbox_keeps_a_failed_message_and_delivers_it_late_first() -> None:
+    def down(_: dict) -> None:
+        raise RuntimeError("500 internal_error")
+
+    box, delivered, errors = outbox.deliver(outbox.Outbox(), down, _msg("run-1", "first"))
+    assert delivered is False and len(box.pending) == 1 and errors
+
+    sent: list[dict] = []
+    box, delivered, errors = outbox.deliver(box, sent.append, _msg("run-2", "second"))
+    assert delivered is True and box.pending == [] and errors == []
+    assert [p["text"] for p in sent] == [
+        "late: from run run-1 at 2026-12-01T10:00:00+00:00: first",
+        "second",
+    ]
+    assert "late: from run run-1" in sent[0]["blocks"][0]["elements"][0]["text"]
+
+
+def test_outbox_is_bounded_and_counts_dropped() -> None:
+    box = outbox.Outbox()
+    for i in range(5):
+        box = outbox.enqueue(box, _msg(f"run-{i}"), max_pending=3)
+    assert [m.run_id for m in box.pending] == ["run-2", "run-3", "run-4"] and box.dropped == 2
+    sent: list[dict] = []
+    box, _, _ = outbox.deliver(box, sent.append)
+    assert "2 older undelivered message(s) were dropped" in sent[0]["text"] and box.dropped == 0
+
+
+def test_outbox_stops_at_first_failure_and_keeps_order() -> None:
+    calls: list[str] = []
+
+    def down(p: dict) -> None:
+        calls.append(p["text"])
+        raise RuntimeError("down")
+
+    box = outbox.enqueue(outbox.enqueue(outbox.Outbox(), _msg("a")), _msg("b"))
+    box, delivered, _ = outbox.deliver(box, down, _msg("c"))
+    assert len(calls) == 1 and delivered is False
+    assert [m.run_id for m in box.pending] == ["a", "b", "c"]
+
+
+# --------------------------------------------------------------------------- 10: true counts
+def _op(key: str, kind: OpKind = OpKind.DELETE_ASSIGNMENT) -> Operation:
+    return Operation(key=key, kind=kind, permission_set_name="P")
+
+
+def test_rejected_deletions_are_withheld_not_applied() -> None:
+    plan = Plan(operations=[_op(f"d{i}") for i in range(19)])
+    summary = feedback.run_summary_text(
+        dag_run_id="r", plan=plan, results=[], problems=[], dry_run=False, scim=None, withheld=19
+    )
+    assert "applied 0" in summary and "withheld 19" in summary
+    assert "applied 19" not in summary
+
+
+def test_noops_are_already_in_place_not_succeeded() -> None:
+    plan = Plan(operations=[_op(f"c{i}", OpKind.CREATE_ASSIGNMENT) for i in range(29)])
+    results = [
+        OpResult(key=f"c{i}", kind=OpKind.CREATE_ASSIGNMENT, status="already_in_place") for i in range(29)
+    ]
+    counts = feedback.outcome_counts(results, plan)
+    assert counts == {"applied": 0, "already_in_place": 29, "withheld": 0, "skipped": 0, "failed": 0}
+    summary = feedback.run_summary_text(
+        dag_run_id="r", plan=plan, results=results, problems=[], dry_run=False, scim=None
+    )
+    assert "already in place 29" in summary and "succeeded" not in summary
+    payload = feedback.slack_message(summary, results=results, problems=[], plan=plan)
+    assert "already in place 29" in payload["blocks"][-1]["text"]["text"]
+
+
+def test_plan_skipped_items_count_as_skipped() -> None:
+    plan = Plan(operations=[], skipped=[Skipped(key="k", reason="blocked")])
+    assert feedback.outcome_counts([], plan)["skipped"] == 1
+
+
+def test_audit_artifact_per_try_never_overwritten(tmp_path: Path) -> None:
+    store = AuditStore(str(tmp_path))
+    a = store.write_run("manual__2026-12-01T10:00:00+00:00", {"n": 1}, try_number=1)
+    b = store.write_run("manual__2026-12-01T10:00:00+00:00", {"n": 2}, try_number=2)
+    c = store.write_run("manual__2026-12-01T10:00:00+00:00", {"n": 3}, try_number=2)
+    assert len({a, b, c}) == 3 and len(store.list_runs()) == 3
+    assert Path(a).read_text().strip().endswith("}") and '"n": 1' in Path(a).read_text()
+
+
+# --------------------------------------------------------------------------- comment length
+@pytest.mark.parametrize("language", ["en", "ja"])
+def test_comment_fits_kintone_limit_whatever_the_number_of_problems(language: str) -> None:
+    ref = RecordRef(app="assignments", app_id="2", record_id="7")
+    problems = [Problem(code=f"c{i:05d}", message="m" * 300 + str(i), record=ref) for i in range(1000)]
+    url = "http://airflow.example/dags/idc_sync/runs/r1"
+    text = feedback.render_comment(ref, problems, language, run_url=url)
+    assert len(text) <= feedback.KINTONE_COMMENT_LIMIT
+    shown = sum(1 for line in text.splitlines() if line.startswith("- [") and "m" * 300 in line)
+    assert shown > 100
+    assert (f"{1000 - shown}" in text) and url in text
+    assert text.splitlines()[-1] == "" or "10" in text.splitlines()[-1]  # footer kept
+
+
+def test_comment_with_one_enormous_problem_is_cut_cleanly() -> None:
+    ref = RecordRef(app="assignments", app_id="2", record_id="7")
+    text = feedback.render_comment(ref, [Problem(code="x", message="y" * 100_000, record=ref)], "en")
+    assert len(text) <= feedback.KINTONE_COMMENT_LIMIT and "and 0 more" in text
+
+
+def test_short_comment_is_unchanged() -> None:
+    ref = RecordRef(app="assignments", app_id="2", record_id="7")
+    text = feedback.render_comment(ref, [Problem(code="x", message="short", record=ref)], "en")
+    assert "more" not in text and "short" in text
