@@ -407,3 +407,18 @@ def slack_message(
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+ATTENTION_STATE = "state/slack_attention.json"
+
+
+def attention_fingerprint(admin: Iterable[Problem], drift_keys: Iterable[str]) -> str:
+    """What needs an admin this run (admin problems and drift), as a fingerprint: "" when nothing does."""
+    items = sorted({f"{p.code}|{p.message}" for p in admin} | {f"drift|{k}" for k in drift_keys})
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16] if items else ""
+
+
+def should_post_summary(*, changed: bool, failed: bool, attention: str, last_attention: str) -> bool:
+    """Slack hears about a run that changed or failed something, and about a new or changed need for an
+    admin (a withheld deletion, drift, an admin alert): once, not every ten minutes while it stays."""
+    return changed or failed or (bool(attention) and attention != last_attention)

@@ -129,9 +129,8 @@ class DeletionApprovalOperator(ApprovalOperator):
 def record_decision() -> dict[str, Any]:
     """Store the answer of ``approve_deletions`` (who, when, Approve / Reject / timeout) in the shared
     state and tell admins on Slack. Returns ``{"approved": bool, ...}``."""
-    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
-
     from idc_sync.audit import AuditStore
+    from idc_sync_airflow.slack_outbox import deliver_slack
 
     ctx = get_current_context()
     conf = dict(ctx["dag_run"].conf or {})
@@ -163,10 +162,12 @@ def record_decision() -> dict[str, Any]:
     decision = decisions[fp]
     log.info("deletion set %s (%d deletion(s)): %s", fp, len(keys), decision)
     text = approval.decision_text(decision, len(keys), str(conf.get("requested_by") or "?"))
-    try:
-        SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID).send(
-            text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]
-        )
-    except Exception as exc:  # recorded anyway: the sync acts on the state, not on Slack
-        log.error("could not post the decision to Slack (%s): %s", settings.SLACK_CONN_ID, exc)
+    # recorded anyway (the sync acts on the state, not on Slack); an undelivered message waits in the
+    # Slack outbox for the next idc_sync run
+    deliver_slack(
+        {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]},
+        kind="approval_decision",
+        run_id=ctx["dag_run"].run_id,
+        store=store,
+    )
     return {"approved": decision["answer"] == "approve", **decision}

@@ -406,30 +406,30 @@ def approval_link(dag_id: str, run_id: str, base_url: str | None = None) -> str:
 
 def _announce_approval(verdict: guard.GuardVerdict, request: dict[str, Any]) -> bool:
     """Tell admins on Slack that withheld deletions wait for them, with the link to answer (default:
-    Reject). Nothing else waits: this run applies creations and updates now."""
-    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
-
+    Reject). Nothing else waits: this run applies creations and updates now. Goes through the Slack
+    outbox: an undelivered request is sent (late) by a later run."""
     from idc_sync.approval import APPROVAL_DAG_ID
+    from idc_sync.sanitize import slack_code, slack_escape
+    from idc_sync_airflow.slack_outbox import deliver_slack
 
     link = approval_link(APPROVAL_DAG_ID, request["approval_run_id"])
     timeout = settings.approval_timeout()
     text = (
-        f":warning: idc-sync {request['requested_by']} withheld {request['deletions']} deletion(s) of "
-        f"assignment(s) / permission set(s): {'; '.join(verdict.reasons)}. Approve or reject: {link} "
-        f"(without an answer within {timeout}, nothing is deleted). Creations and updates are applied "
-        "without waiting; on Approve an idc_sync run starts and deletes what is still planned."
+        f":warning: idc-sync {slack_escape(str(request['requested_by']))} withheld {request['deletions']} "
+        f"deletion(s) of assignment(s) / permission set(s): {slack_escape('; '.join(verdict.reasons))}. "
+        f"Approve or reject: {link} (without an answer within {timeout}, nothing is deleted). Creations and "
+        "updates are applied without waiting; on Approve an idc_sync run starts and deletes what is still "
+        "planned."
     )
     table = request["body"] if len(request["body"]) < 2800 else request["body"][:2800] + "\n…"
     blocks = [
         {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"```{table}```"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"```{slack_code(table)}```"}},
     ]
-    try:
-        SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID).send(text=text, blocks=blocks)
-    except Exception as exc:  # the approval run still waits; the UI lists it under Required actions
-        log.error("could not post the approval request to Slack (%s): %s", settings.SLACK_CONN_ID, exc)
-        return False
-    return True
+    sent = deliver_slack(
+        {"text": text, "blocks": blocks}, kind="approval", run_id=str(request["requested_by"])
+    )
+    return bool(sent)
 
 
 def deletions_allowed(guard_out: dict[str, Any] | None) -> tuple[set[str] | None, str]:
@@ -720,7 +720,25 @@ def notify() -> dict[str, Any]:
     drift = [op for op in plan.operations if op.reason.startswith("drift")] + [
         s for s in plan.skipped if s.reason.startswith("drift")
     ]
-    if not dry_run and (changed or failed or admin or drift):
+    attention = feedback.attention_fingerprint(admin, [getattr(d, "key", "") for d in drift])
+    last_attention = str(store.read_state(feedback.ATTENTION_STATE).get("fingerprint") or "")
+    post = feedback.should_post_summary(
+        changed=bool(changed),
+        failed=bool(failed or run_failing(failed_tasks)),
+        attention=attention,
+        last_attention=last_attention,
+    )
+    log.info(
+        "Slack: %s (changed %d, failed %d, attention %s, needs an admin: %s)",
+        "posting the summary" if post else "nothing new to say",
+        len(changed),
+        len(failed),
+        attention or "none",
+        "; ".join(sorted({f"{p.code}: {p.message}" for p in admin})) or "nothing",
+    )
+    if not dry_run and attention != last_attention:
+        store.write_state(feedback.ATTENTION_STATE, {"fingerprint": attention})
+    if not dry_run and post:
         slack_sent = _send_slack(
             summary,
             results,

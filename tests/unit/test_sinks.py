@@ -264,3 +264,19 @@ def test_short_comment_is_unchanged() -> None:
     ref = RecordRef(app="assignments", app_id="2", record_id="7")
     text = feedback.render_comment(ref, [Problem(code="x", message="short", record=ref)], "en")
     assert "more" not in text and "short" in text
+
+
+def test_slack_hears_about_a_standing_need_for_an_admin_once() -> None:
+    """A withheld deletion (or drift) that stays is said once, not every ten minutes; a change or a
+    failure is always said; a new need is said again."""
+    withheld = Problem(code="deletions_withheld", message="2 deletion(s) were withheld", severity="warning")
+    fp = feedback.attention_fingerprint([withheld], [])
+    assert fp and feedback.attention_fingerprint([], []) == ""
+    assert feedback.should_post_summary(changed=False, failed=False, attention=fp, last_attention="")
+    assert not feedback.should_post_summary(changed=False, failed=False, attention=fp, last_attention=fp)
+    assert feedback.should_post_summary(changed=True, failed=False, attention=fp, last_attention=fp)
+    assert feedback.should_post_summary(changed=False, failed=True, attention="", last_attention="")
+    other = feedback.attention_fingerprint([withheld], ["delete_assignment:1:X:USER:u"])
+    assert other != fp
+    assert feedback.should_post_summary(changed=False, failed=False, attention=other, last_attention=fp)
+    assert not feedback.should_post_summary(changed=False, failed=False, attention="", last_attention=fp)
