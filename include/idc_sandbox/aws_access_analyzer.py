@@ -10,7 +10,7 @@ managed policies (e.g. AdministratorAccess: Action span 51..54, Resource 68..71 
 
 The checks are a realistic subset of the IAM policy validation check reference, with its issue codes:
 ERROR            JSON_SYNTAX_ERROR (if ``SandboxConfig.access_analyzer_syntax_error_as_finding``; else the
-                 request fails with ValidationException as reference/apis.md says), DATA_TYPE_MISMATCH,
+                 request fails with ValidationException as the API reference says), DATA_TYPE_MISMATCH,
                  INVALID_POLICY_ELEMENT, INVALID_VERSION, MISSING_STATEMENT, MISSING_EFFECT, INVALID_EFFECT,
                  MISSING_ACTION, MISSING_RESOURCE, MISSING_PRINCIPAL (resource policies),
                  UNSUPPORTED_PRINCIPAL (identity policies), INVALID_SERVICE_IN_ACTION, INVALID_ACTION,

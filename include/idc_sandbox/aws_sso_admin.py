@@ -75,7 +75,7 @@ ERRORS: dict[str, tuple[str, int, str]] = {
 }
 OPERATIONS: dict[str, Callable[[Sandbox, dict[str, Any]], dict[str, Any]]] = {}
 
-# Limits of the service (reference/apis.md); the async ones live in SandboxConfig.
+# Limits of the service (AWS quotas page); the async ones live in SandboxConfig.
 MAX_PERMISSION_SETS = 2000
 MAX_ATTACHED_POLICIES = 20  # managed + customer managed, together
 MAX_TAGS = 75

@@ -276,7 +276,7 @@ class SandboxConfig:
     # results available" (AWS docs): probability that a page comes back empty while NextToken is still set.
     organizations_empty_page_rate: float = 0.1
     # Access Analyzer ValidatePolicy with a policyDocument that is not JSON: False answers ValidationException
-    # (reference/apis.md), True answers a JSON_SYNTAX_ERROR finding (the policy check reference lists one).
+    # (the ValidatePolicy API reference), True answers a JSON_SYNTAX_ERROR finding (the policy check reference lists one).
     access_analyzer_syntax_error_as_finding: bool = False
 
 

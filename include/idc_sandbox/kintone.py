@@ -4,7 +4,7 @@ Why so much detail: the pipeline's kintone client must survive the real service,
 what bites in production: API-token vs password auth (and who a write is authored by), the ``records.json``
 paging bounds (limit ≤500, offset ≤10,000), the cursor API's 10 live cursors per domain and 10-minute
 expiry, revision conflicts, comments that do not bump the revision, LOOKUP checks, the 100 concurrent
-requests per domain and the per-app daily request count (see ``reference/apis.md``).
+requests per domain and the per-app daily request count (kintone's documented limits).
 
 Deliberate simplifications (documented in the README):
 - app settings changes apply at once (``preview/...`` == live); deploy always reports ``SUCCESS``;
