@@ -1,7 +1,8 @@
 """
 ### idc_sync: keep AWS IAM Identity Center equal to the access requests kept in kintone
 
-Every ten minutes: read both kintone apps, snapshot IAM Identity Center and AWS Organizations, compute a
+Every ten minutes: read both kintone apps, observe IAM Identity Center and AWS Organizations
+(incrementally, from the last observed state), compute a
 plan (desired vs observed), validate the policies, apply the plan from the delegated-administrator
 account, and tell people: kintone comments for requesters, Slack for admins, the run summary as this
 run's note, the plan and results as an audit artifact.
@@ -121,7 +122,12 @@ def idc_sync() -> None:
         execution_timeout=SHORT,
     )
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=SHORT, show_return_value_in_logs=False)
+    @task(
+        trigger_rule=TriggerRule.ALL_DONE,
+        multiple_outputs=False,
+        execution_timeout=SHORT,
+        show_return_value_in_logs=False,
+    )
     def scim_verdict() -> dict[str, Any]:
         """The SCIM verdict for later tasks: scim_health's, or "unknown" when the check itself failed
         (missing principals stay pending); the check never stops the run."""
@@ -129,37 +135,38 @@ def idc_sync() -> None:
 
         return steps.scim_verdict()
 
-    @task(show_return_value_in_logs=False)
+    @task(multiple_outputs=False, show_return_value_in_logs=False)
     def extract_kintone() -> dict[str, Any]:
-        """Read both kintone apps (cursor API) into typed desired state; bad records become problems."""
+        """Read both kintone apps into typed desired state; bad records become problems."""
         from idc_sync_airflow import steps
 
         return steps.extract_kintone()
 
-    @task(execution_timeout=LONG, show_return_value_in_logs=False)
-    def snapshot_idc() -> dict[str, Any]:
-        """Read AWS Organizations and IAM Identity Center: accounts, OUs, permission sets, assignments."""
+    @task(multiple_outputs=False, execution_timeout=LONG, show_return_value_in_logs=False)
+    def observe_idc(desired: dict[str, Any]) -> dict[str, Any]:
+        """Observe AWS Organizations and IAM Identity Center incrementally: the cached last state, new items,
+        the sweep's share, and a fresh read of everything the plan touches."""
         from idc_sync_airflow import steps
 
-        return steps.snapshot_idc()
+        return steps.observe_idc(desired)
 
-    @task(show_return_value_in_logs=False)
+    @task(multiple_outputs=False, show_return_value_in_logs=False)
     def compute_diff(
         desired: dict[str, Any], observed: dict[str, Any], scim: dict[str, Any] | None
     ) -> dict[str, Any]:
-        """Desired vs observed into an ordered plan (shown in this task's log); skipped items with reasons."""
+        """Desired vs observed into an ordered plan (shown in this task's log); pure, no AWS call."""
         from idc_sync_airflow import steps
 
         return steps.compute_diff(desired, observed, scim)
 
-    @task(show_return_value_in_logs=False)
+    @task(multiple_outputs=False, show_return_value_in_logs=False)
     def validate_policies(desired: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
         """Check names, sizes, managed policies (iam:GetPolicy) and inline JSON (Access Analyzer)."""
         from idc_sync_airflow import steps
 
         return steps.validate_policies(desired, diff)
 
-    @task(execution_timeout=SHORT, show_return_value_in_logs=False)
+    @task(multiple_outputs=False, execution_timeout=SHORT, show_return_value_in_logs=False)
     def deletion_guard(validated: dict[str, Any]) -> dict[str, Any]:
         """Which deletions this run applies: all within the guard; beyond it only approved ones (the rest
         is withheld and asked about in idc_sync_approval). Never waits."""
@@ -170,23 +177,26 @@ def idc_sync() -> None:
     # Starts idc_sync_approval with the withheld deletions (skipped when nothing is to be asked).
     request_approval = RequestApprovalOperator(task_id="request_approval", execution_timeout=SHORT)
 
-    @task(execution_timeout=LONG, show_return_value_in_logs=False)
-    def apply_permission_sets(validated: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
+    @task(multiple_outputs=False, execution_timeout=LONG, show_return_value_in_logs=False)
+    def apply_permission_sets(validated: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
         """Create, update and re-provision permission sets (idempotent; async operations polled)."""
         from idc_sync_airflow import steps
 
-        return steps.apply_permission_sets(validated, diff)
+        return steps.apply_permission_sets(validated, observed)
 
-    @task(execution_timeout=LONG, show_return_value_in_logs=False)
+    @task(multiple_outputs=False, execution_timeout=LONG, show_return_value_in_logs=False)
     def apply_assignments(
-        validated: dict[str, Any], diff: dict[str, Any], applied_sets: dict[str, Any], guard: dict[str, Any]
+        validated: dict[str, Any],
+        observed: dict[str, Any],
+        applied_sets: dict[str, Any],
+        guard: dict[str, Any],
     ) -> dict[str, Any]:
         """Create and delete account assignments, then delete permission sets no record wants."""
         from idc_sync_airflow import steps
 
-        return steps.apply_assignments(validated, diff, applied_sets, guard)
+        return steps.apply_assignments(validated, observed, applied_sets, guard)
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, multiple_outputs=False)
     def notify() -> dict[str, Any]:
         """Comment on records with new/changed/resolved problems, post to Slack, write the note and audit.
 
@@ -199,15 +209,15 @@ def idc_sync() -> None:
         return steps.notify()
 
     desired = extract_kintone()
-    observed = snapshot_idc()
+    observed = observe_idc(desired)
     scim = scim_verdict()
     scim_health >> scim
     diff = compute_diff(desired, observed, scim)
     validated = validate_policies(desired, diff)
     guard = deletion_guard(validated)
     guard >> request_approval
-    applied_sets = apply_permission_sets(validated, diff)
-    applied_assignments = apply_assignments(validated, diff, applied_sets, guard)
+    applied_sets = apply_permission_sets(validated, observed)
+    applied_assignments = apply_assignments(validated, observed, applied_sets, guard)
     final = notify()
     # notify runs whatever happened before it, once every task is final, and reads the XComs that exist.
     [

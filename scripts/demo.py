@@ -27,7 +27,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "include"), str(REPO / "plugins")]
 
-from idc_sandbox.connections import airflow_connection_env  # noqa: E402
+from idc_sandbox.connections import airflow_connection_env, object_storage_xcom_env  # noqa: E402
 
 STATE = REPO / ".demo"
 
@@ -201,6 +201,7 @@ def main() -> int:
             # run for the last tick as soon as Airflow starts. Production keeps the schedule.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "5",
+            **object_storage_xcom_env(str(STATE / "xcom")),
             "IDC_SYNC_CONFIG": json.dumps({"audit_path": str(STATE / "audit")}),
             **airflow_connection_env(sandbox, airflow_url=airflow_url, airflow_password=password),
         }

@@ -29,7 +29,12 @@ import boto3  # noqa: E402
 import pytest  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
+from idc_sandbox.connections import object_storage_xcom_env  # noqa: E402
 from idc_sandbox.core import Sandbox, SandboxConfig, SystemClock  # noqa: E402
+
+# Large XComs (the observed state) go to object storage by reference, as in production (README); the
+# threshold is low so the demo organization's states take that path too.
+os.environ.update(object_storage_xcom_env(f"{_AIRFLOW_HOME}/xcom", threshold_bytes=2048))
 from idc_sandbox.server import SandboxServer  # noqa: E402
 
 

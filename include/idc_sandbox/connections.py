@@ -85,3 +85,15 @@ def airflow_connection_env(
             "password": airflow_password,
         }
     return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in conns.items()}
+
+
+def object_storage_xcom_env(folder: str, *, threshold_bytes: int = 65_536) -> dict[str, str]:
+    """Airflow settings that keep large XComs (the observed state: megabytes at scale) out of the metadata
+    database: Airflow's object-storage XCom backend writes values above ``threshold_bytes`` under
+    ``folder`` (a local path here; ``s3://<conn_id>@bucket/prefix`` in production) and stores the path."""
+    return {
+        "AIRFLOW__CORE__XCOM_BACKEND": "airflow.providers.common.io.xcom.backend.XComObjectStorageBackend",
+        "AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH": f"file://{folder}",
+        "AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD": str(threshold_bytes),
+        "AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_COMPRESSION": "gzip",
+    }

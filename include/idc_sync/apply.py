@@ -4,13 +4,14 @@ Order of operations (each step only starts when the previous one has finished):
 
 1. ``apply_permission_sets``: CREATE_PERMISSION_SET, then UPDATE_PERMISSION_SET, then
    PROVISION_PERMISSION_SET (a provisioning of a set whose create/update failed in this run is skipped).
-2. ``apply_assignments``: CREATE_ASSIGNMENT and DELETE_ASSIGNMENT (per account in plan order: creations
-   before deletions, so a moved access never has a gap; an operation whose ``depends_on`` did not succeed
-   in this run, e.g. the removal of a renamed set's assignment whose replacement failed, is skipped and
-   left to a later run), then, by default, DELETE_PERMISSION_SET through
-   ``apply_permission_set_deletions``: IdC refuses to delete a permission set that still has assignments
-   (ConflictException), so its assignment deletions must be finished first, and a set whose assignment
-   deletions failed is not deleted in this run.
+2. ``apply_assignments``: CREATE_ASSIGNMENT and DELETE_ASSIGNMENT in the order of
+   :func:`order_assignment_operations` (access removals first, then newest kintone change first), within
+   a time budget; an operation whose ``depends_on`` did not succeed in this run (e.g. the removal of a
+   renamed set's assignment whose replacement failed) is skipped and left to a later run. Then, by
+   default, DELETE_PERMISSION_SET through ``apply_permission_set_deletions``: IdC refuses to delete a
+   permission set that still has assignments (ConflictException), so its assignment deletions must be
+   finished first, and a set whose assignment deletions failed (or were deferred) is not deleted in this
+   run.
 
 Why it is built this way:
 
@@ -20,13 +21,27 @@ Why it is built this way:
   find nothing (ResourceNotFoundException) count as done, and CreateAccountAssignment of an existing
   assignment succeeds in IdC anyway.
 - *Async*: CreateAccountAssignment, DeleteAccountAssignment and ProvisionPermissionSet only start work;
-  botocore has no waiters for them, so we poll the Describe*Status call with a growing interval until
-  SUCCEEDED/FAILED or ``config.async_timeout_seconds``.
-- *Bounded*: IdC allows 10 outstanding assignment operations, 3 concurrent provisionings, and one update
-  per account at a time (a second one gets ConflictException). Operations are grouped by account and each
-  account's operations run one after another in a worker; the worker pool size is the concurrency bound.
-- *Retries*: ThrottlingException and ConflictException (and transient 5xx) are retried with exponential
-  backoff and full jitter, a bounded number of times. Everything else (AccessDenied, Validation, quota,
+  botocore has no waiters for them. Assignment requests are watched together by one poller
+  (:class:`_StatusPoller`): one ListAccountAssignmentCreationStatus / ...DeletionStatus call filtered on
+  IN_PROGRESS tells which of the (up to ``assignment_concurrency``) outstanding requests are still
+  running; only a request that has left that list (or was never seen in it) is described on its own,
+  once, for its outcome and FailureReason. Provisionings (at most 3) poll Describe*Status with a growing
+  interval. Either way until SUCCEEDED/FAILED or ``config.async_timeout_seconds``.
+- *Bounded*: IdC allows 10 outstanding assignment operations (15 for creations in newer quotas:
+  ``config.assignment_concurrency``), 3 concurrent provisionings, and one update per account at a time (a
+  second one gets ConflictException). Assignment operations are handed out by a scheduler
+  (:class:`_Schedule`): at most ``assignment_concurrency`` in flight, at most one per account, the most
+  urgent free one first. Permission set operations run grouped (one worker per set or account).
+- *Time budget*: ``ApplyOptions.deadline`` (default: ``config.apply_budget_seconds`` from the start of
+  ``apply_assignments``): no assignment operation (nor permission set deletion) starts after it; the ones
+  not started end "deferred" (not a failure: the next run plans them again), the ones in flight are
+  awaited to their end, so nothing is left running unaccounted.
+- *Retries, one layer*: the boto3 clients retry ThrottlingException, 5xx and connection errors
+  themselves (botocore standard mode, ``aws_clients.DEFAULT_RETRIES``). Apply adds retries only for what
+  botocore does not retry: ConflictException (with exponential backoff and full jitter, bounded), and
+  transient errors of a client that has no botocore retry layer (an error carrying botocore's
+  ``RetryAttempts`` has been through it and is not retried again: a throttled call is sent at most
+  botocore's attempts, not botocore's times ours). Everything else (AccessDenied, Validation, quota,
   FAILED status) fails that one operation with a clear message; the other operations continue.
 - *Defence in depth*: whatever the plan says, nothing is sent for the management account, and only
   permission sets carrying the ownership tag are changed or deleted.
@@ -38,15 +53,18 @@ from __future__ import annotations
 
 import dataclasses as dc
 import functools
+import heapq
 import logging
+import math
 import random
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
+from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
@@ -99,23 +117,35 @@ _HINTS = {
     "ResourceNotFoundException": "the resource does not exist (any more); the next run re-reads the state",
 }
 
-Status = Literal["succeeded", "already_in_place", "failed", "skipped"]
+Status = Literal["succeeded", "already_in_place", "failed", "skipped", "deferred"]
+STATUSES: tuple[Status, ...] = ("succeeded", "already_in_place", "failed", "skipped", "deferred")
 
 WAITING_FOR_RENAME = "waiting for the renamed set's assignment"
+DEFERRED = "deferred to the next run"
 
 
 @dc.dataclass
 class ApplyOptions:
     """Timing knobs. Tests inject ``sleep``/``clock``/``rng`` so nothing really waits."""
 
-    max_attempts: int = 8  # per API call, for Throttling/Conflict/5xx (botocore retries throttling too)
+    # Attempts per API call of what apply retries itself: ConflictException always; Throttling/5xx and
+    # connection errors only from a client without botocore's retry layer (``_Applier.retryable``).
+    max_attempts: int = 8
     backoff_base: float = 0.5  # seconds; attempt n sleeps uniform(0, min(backoff_max, base * 2**(n-1)))
     backoff_max: float = 20.0
-    poll_initial: float = 0.5  # first wait before polling an async request
+    poll_initial: float = 0.5  # first wait before describing an async request (and the describe backoff)
     poll_factor: float = 1.5  # the wait grows by this factor ...
     poll_max: float = 5.0  # ... up to this
+    # One List*Status round for all outstanding assignment requests this often (it slows down towards
+    # poll_max while nothing changes).
+    poll_interval: float = 0.5
+    status_page_size: int = 100  # MaxResults of List*Status (the model's maximum)
     async_timeout: float | None = None  # default: config.async_timeout_seconds
-    progress_every: int = 50  # log "applied i/n ..." every this many operations ...
+    # When to stop starting assignment operations, on ``clock``: the ones not started by then are
+    # "deferred". None: ``clock()`` at the start of apply_assignments + ``config.apply_budget_seconds``
+    # (None there too: no deadline).
+    deadline: float | None = None
+    progress_every: int | None = None  # log "applied i/n ..." every this many operations (None: 10%) ...
     progress_seconds: float = 10.0  # ... or when this long has passed since the last progress line
     permission_set_concurrency: int = 4  # synchronous create/update calls (shared ~20 req/s quota)
     # Before CreateAccountAssignment, read the live assignments of that (account, permission set) once
@@ -150,6 +180,14 @@ def error_message(exc: BaseException) -> str:
     return str(exc)
 
 
+def _retried_by_botocore(exc: BaseException) -> bool:
+    """The error came through botocore's retry handler (it decided, and gave up or ran out of attempts)."""
+    if not isinstance(exc, ClientError):
+        return False
+    meta = exc.response.get("ResponseMetadata") or {}
+    return any(k in meta for k in ("RetryAttempts", "MaxAttemptsReached", "RetryQuotaReached"))
+
+
 def _request_id(resp: dict[str, Any] | None) -> str | None:
     if not resp:
         return None
@@ -171,13 +209,15 @@ class _Ctx:
 
 
 class _Progress:
-    """Thread-safe counter that logs ``applied i/n <noun>`` every N operations or every few seconds."""
+    """Thread-safe counter that logs ``applied i/n <noun>`` about every 10% (or every N operations) and
+    every few seconds, with thousands separators (``applied 1,200/50,000 assignments``)."""
 
     def __init__(self, total: int, noun: str, log: logging.Logger, options: ApplyOptions) -> None:
         self.total = total
         self.noun = noun
         self.log = log
-        self.every = max(1, options.progress_every)
+        every = options.progress_every
+        self.every = max(1, every if every is not None else math.ceil(total / 10))
         self.seconds = options.progress_seconds
         self.clock = options.clock
         self.done = 0
@@ -193,19 +233,420 @@ class _Progress:
             if self.done == self.total or self.done % self.every == 0 or now - self._last >= self.seconds:
                 self._last = now
                 self.log.info(
-                    "applied %d/%d %s (%d failed so far)",
-                    self.done,
-                    self.total,
+                    "applied %s/%s %s (%s failed so far)",
+                    f"{self.done:,}",
+                    f"{self.total:,}",
                     self.noun,
-                    self.counts["failed"],
+                    f"{self.counts['failed']:,}",
                 )
 
+    def defer(self, result: OpResult) -> None:
+        """Count an operation that was not started (time budget): no progress line for it."""
+        with self._lock:
+            self.counts[result.status] += 1
+
     def summary(self) -> str:
+        c = self.counts
         return (
-            f"{self.noun}: {self.counts['succeeded']} succeeded, "
-            f"{self.counts['already_in_place']} already in place, {self.counts['failed']} failed, "
-            f"{self.counts['skipped']} skipped ({self.total} operations)"
+            f"{self.noun}: {c['succeeded']:,} succeeded, {c['already_in_place']:,} already in place, "
+            f"{c['failed']:,} failed, {c['skipped']:,} skipped, {c['deferred']:,} deferred "
+            f"({self.total:,} operations)"
         )
+
+
+# --------------------------------------------------------------------------- async assignment requests
+@dc.dataclass(frozen=True)
+class _AsyncFamily:
+    """The calls that start, list and describe one kind of async assignment request."""
+
+    name: str
+    start: str
+    start_key: str
+    list: str
+    list_key: str
+    describe: str
+    id_param: str
+    status_key: str
+
+
+CREATION = _AsyncFamily(
+    "creation",
+    "CreateAccountAssignment",
+    "AccountAssignmentCreationStatus",
+    "ListAccountAssignmentCreationStatus",
+    "AccountAssignmentsCreationStatus",
+    "DescribeAccountAssignmentCreationStatus",
+    "AccountAssignmentCreationRequestId",
+    "AccountAssignmentCreationStatus",
+)
+DELETION = _AsyncFamily(
+    "deletion",
+    "DeleteAccountAssignment",
+    "AccountAssignmentDeletionStatus",
+    "ListAccountAssignmentDeletionStatus",
+    "AccountAssignmentsDeletionStatus",
+    "DescribeAccountAssignmentDeletionStatus",
+    "AccountAssignmentDeletionRequestId",
+    "AccountAssignmentDeletionStatus",
+)
+# IN_PROGRESS requests are bounded by the outstanding-operations quota (10-15 per instance, whoever
+# started them): one page in practice. More pages than this and the listing is not trusted this round.
+MAX_STATUS_PAGES = 10
+# The SUCCEEDED page is read only while it helps: the API documents no order, so when a truncated page
+# holds none of the finished requests this many rounds in a row, they are described one by one for the
+# rest of the run.
+SUCCEEDED_PAGE_MISSES = 3
+
+
+@dc.dataclass(eq=False)
+class _Waiter:
+    """One outstanding request, and the worker thread that waits for its end."""
+
+    ctx: _Ctx
+    family: _AsyncFamily
+    rid: str
+    what: str
+    started: float
+    delay: float  # the next describe backoff (only for a request not seen in the IN_PROGRESS list)
+    describe_at: float = 0.0
+    status: dict[str, Any] | None = None
+    error: BaseException | None = None
+    done: threading.Event = dc.field(default_factory=threading.Event)
+
+
+class _StatusPoller:
+    """Follows every outstanding assignment request of a run with one List*Status call per round.
+
+    Each round (every ``poll_interval``, slower while nothing changes) lists the IN_PROGRESS requests of
+    each kind that has outstanding requests (``Filter={"Status": "IN_PROGRESS"}``; the quota keeps that
+    list short, whatever order the service lists in). A request in it is still running: nothing more is
+    sent for it. A request not in it has ended (or is not visible yet): when at least two have, the first
+    page of SUCCEEDED requests is read and settles those it holds; the others are described one by one
+    (which also gives a FAILED request's FailureReason). A request the list never shows (it lists recent
+    requests only) is thus described on its own, with a growing interval, as before. Workers block in
+    :meth:`wait`; a request still IN_PROGRESS after ``async_timeout`` fails its operation.
+    """
+
+    def __init__(self, ap: _Applier) -> None:
+        self.ap = ap
+        self.opt = ap.opt
+        self._cond = threading.Condition()
+        self._waiting: dict[str, _Waiter] = {}
+        self._stopping = False
+        self._last_change = self.opt.clock()  # a request started or ended
+        self._page_misses: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()  # operation -> calls made by the poller (for the log)
+        self.settled: Counter[str] = Counter()  # "listed" (SUCCEEDED page) / "described" / "timed out"
+        self._thread = threading.Thread(target=self._loop, name="idc-apply-status", daemon=True)
+
+    def start(self) -> _StatusPoller:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def wait(self, ctx: _Ctx, family: _AsyncFamily, status: dict[str, Any], what: str) -> dict[str, Any]:
+        """Block until the request ``status`` describes has ended; its terminal status (or raise)."""
+        rid = str(status.get("RequestId") or "")
+        if not rid:
+            raise OpFailed(f"{what}: the answer has no RequestId to follow (status {status.get('Status')!r})")
+        waiter = _Waiter(ctx, family, rid, what, self.opt.clock(), self.opt.poll_initial)
+        with self._cond:
+            self._waiting[rid] = waiter
+            self._last_change = waiter.started
+            self._cond.notify_all()
+        while not waiter.done.wait(1.0):  # real seconds: only a guard against a dead poller thread
+            if not self._thread.is_alive():
+                with self._cond:
+                    self._waiting.pop(rid, None)
+                raise OpFailed(
+                    f"{what}: its status could not be followed (request {rid}); the next run checks it again",
+                    request_id=rid,
+                )
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.status or {}
+
+    # ------------------------------------------------------------------ the polling thread
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._stopping:
+                    self._cond.wait()
+                if not self._waiting:
+                    return
+                first_timeout = min(w.started for w in self._waiting.values()) + self.ap.timeout
+                quiet = self.opt.clock() - self._last_change
+            # Every poll_interval while requests start and end (1-3 s each); when nothing has changed
+            # for a while (a slow service), a tenth of that quiet time, up to poll_max.
+            delay = min(self.opt.poll_max, max(self.opt.poll_interval, quiet / 10))
+            self.opt.sleep(max(0.0, min(delay, first_timeout - self.opt.clock())))
+            try:
+                self._round()
+            except Exception:  # never let the thread die: the workers wait on it
+                self.ap.log.exception("following assignment requests failed; trying again")
+
+    def _round(self) -> None:
+        with self._cond:
+            waiters = list(self._waiting.values())
+        for family in (CREATION, DELETION):
+            group = [w for w in waiters if w.family is family]
+            if group:
+                self._poll(family, group)
+        now = self.opt.clock()
+        for w in waiters:
+            if not w.done.is_set() and now - w.started >= self.ap.timeout:
+                self.settled["timed out"] += 1
+                self._settle(w, error=self.ap.timed_out(w.what, w.rid))
+
+    def _poll(self, family: _AsyncFamily, group: list[_Waiter]) -> None:
+        running = self._in_progress(family)
+        now = self.opt.clock()
+        due: list[_Waiter] = []
+        for w in group:
+            if running is not None and w.rid in running:
+                w.describe_at, w.delay = 0.0, self.opt.poll_initial  # once it leaves the list: at once
+            elif now >= w.describe_at:
+                due.append(w)
+        if len(due) >= 2 and self._page_misses[family.name] < SUCCEEDED_PAGE_MISSES:
+            page = self._succeeded_page(family)
+            if page is not None:
+                succeeded, truncated = page
+                hits = [w for w in due if w.rid in succeeded]
+                if hits or not truncated:  # a complete page says something even when it has none
+                    self._page_misses[family.name] = 0
+                else:
+                    self._page_misses[family.name] += 1
+                for w in hits:
+                    self.settled["listed"] += 1
+                    self._settle(w, status=succeeded[w.rid])
+                due = [w for w in due if w.rid not in succeeded]
+        for w in due:
+            try:
+                self.calls[family.describe] += 1
+                params: dict[str, Any] = {"InstanceArn": self.ap.instance_arn, family.id_param: w.rid}
+                resp = self.ap.call(w.ctx, family.describe, **params)
+            except Exception as exc:  # ends that operation (as a failed Describe always did)
+                self._settle(w, error=exc)
+                continue
+            status = resp.get(family.status_key) or {}
+            if status.get("Status") == "IN_PROGRESS":
+                w.describe_at = now + w.delay
+                w.delay = min(w.delay * self.opt.poll_factor, self.opt.poll_max)
+            else:
+                self.settled["described"] += 1
+                self._settle(w, status=status)
+
+    def _in_progress(self, family: _AsyncFamily) -> set[str] | None:
+        """Request ids the service lists as IN_PROGRESS; None when that picture is not complete."""
+        ids: set[str] = set()
+        token: str | None = None
+        for _ in range(MAX_STATUS_PAGES):
+            params: dict[str, Any] = {
+                "InstanceArn": self.ap.instance_arn,
+                "Filter": {"Status": "IN_PROGRESS"},
+                "MaxResults": self.opt.status_page_size,
+            }
+            if token:
+                params["NextToken"] = token
+            try:
+                self.calls[family.list] += 1
+                page = self.ap.call(None, family.list, **params)
+            except Exception as exc:
+                self.ap.log.warning(
+                    "%s failed (%s): describing the %s requests one by one this round",
+                    family.list,
+                    error_code(exc) or exc,
+                    family.name,
+                )
+                return None
+            for item in page.get(family.list_key) or []:
+                if item.get("Status") == "IN_PROGRESS" and item.get("RequestId"):
+                    ids.add(str(item["RequestId"]))
+            token = page.get("NextToken")
+            if not token:
+                return ids
+        return None
+
+    def _succeeded_page(self, family: _AsyncFamily) -> tuple[dict[str, dict[str, Any]], bool] | None:
+        """The first page of SUCCEEDED requests (by id) and whether there are more; None on error."""
+        try:
+            self.calls[family.list] += 1
+            page = self.ap.call(
+                None,
+                family.list,
+                InstanceArn=self.ap.instance_arn,
+                Filter={"Status": "SUCCEEDED"},
+                MaxResults=self.opt.status_page_size,
+            )
+        except Exception as exc:
+            self.ap.log.warning("%s failed (%s)", family.list, error_code(exc) or exc)
+            return None
+        items = {
+            str(item["RequestId"]): item
+            for item in page.get(family.list_key) or []
+            if item.get("Status") == "SUCCEEDED" and item.get("RequestId")
+        }
+        return items, bool(page.get("NextToken"))
+
+    def _settle(
+        self, w: _Waiter, *, status: dict[str, Any] | None = None, error: BaseException | None = None
+    ) -> None:
+        with self._cond:
+            self._waiting.pop(w.rid, None)
+            self._last_change = self.opt.clock()
+        w.status, w.error = status, error
+        w.done.set()
+
+
+# --------------------------------------------------------------------------- scheduling
+def _timestamp(op: Operation) -> float | None:
+    """When the newest of the operation's records was last changed (None: no record says)."""
+    times = [(r.updated_at or r.created_at) for r in op.records]
+    stamps = [t.timestamp() for t in times if t is not None]
+    return max(stamps) if stamps else None
+
+
+def order_assignment_operations(ops: Sequence[Operation]) -> list[int]:
+    """The order in which apply starts assignment operations: indexes into ``ops``.
+
+    1. Removals of access that replace nothing (DELETE_ASSIGNMENT without ``depends_on``: the record was
+       deleted or no longer names the principal, the access expired, an assignment added by hand), in
+       plan order. They revoke access, so they must not wait behind a backlog, and the deletion guard
+       keeps them few.
+    2. Operations whose records say when they were last changed, the most recent first
+       (``RecordRef.updated_at``, else ``created_at``): a requester's new record is served in the next
+       run even while a 50,000-assignment cold sync is being worked off over many runs.
+    3. Operations without any such time, in plan order.
+
+    ``depends_on`` always holds: an operation another one depends on is moved up to just before its
+    most urgent dependent (so a move's new access comes first, then the old one is removed).
+    """
+    index = {op.key: i for i, op in enumerate(ops)}
+    keys: list[tuple[int, float, float]] = []
+    for i, op in enumerate(ops):
+        ts = _timestamp(op)
+        if op.kind is OpKind.DELETE_ASSIGNMENT and not op.depends_on:
+            keys.append((0, 0.0, float(i)))
+        elif ts is not None:
+            keys.append((1, -ts, float(i)))
+        else:
+            keys.append((2, 0.0, float(i)))
+    # A dependency sorts before its dependents (to a fixpoint: chains are one move long in practice; the
+    # bound only stops a cycle, which the scheduler then reports as skipped).
+    for _ in range(min(len(ops), 32)):
+        changed = False
+        for i, op in enumerate(ops):
+            for dep in op.depends_on:
+                j = index.get(dep)
+                if j is None or j == i:
+                    continue
+                tier, ts, pos = keys[i]
+                inherited = (tier, ts, pos - 0.5)
+                if inherited < keys[j]:
+                    keys[j] = inherited
+                    changed = True
+        if not changed:
+            break
+    return sorted(range(len(ops)), key=lambda i: keys[i])
+
+
+class _Schedule:
+    """Hands out assignment operations to the workers: the most urgent one whose account is free.
+
+    At most one operation per account is in flight (IdC: "one update per account at a time"); the worker
+    count bounds the outstanding operations. An operation whose dependency is queued or running waits for
+    it. From the deadline on nothing more is handed out (the workers finish what they hold).
+    """
+
+    QUEUED, RUNNING, FINISHED = "queued", "running", "finished"
+
+    def __init__(
+        self, ops: Sequence[Operation], order: list[int], deadline: float | None, clock: Callable[[], float]
+    ) -> None:
+        self.ops = ops
+        self.deadline = deadline
+        self.clock = clock
+        self.cut = False  # the deadline stopped the hand-out
+        self.running = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self._queues: dict[str, deque[int]] = {}
+        self._rank: dict[int, int] = {}
+        for rank, i in enumerate(order):
+            self._rank[i] = rank
+            self._queues.setdefault(ops[i].account_id or "", deque()).append(i)
+        self._state: dict[str, str] = {op.key: self.QUEUED for op in ops}
+        self._busy: set[str] = set()
+        self._parked: dict[str, list[str]] = {}  # dependency key -> accounts whose next op waits for it
+        self._heap: list[tuple[int, str]] = []
+        for account in self._queues:
+            self._push(account)
+
+    def _push(self, account: str) -> None:
+        queue = self._queues.get(account)
+        if queue:
+            heapq.heappush(self._heap, (self._rank[queue[0]], account))
+
+    def next(self) -> int | None:
+        """Index of the next operation to run; None when there is nothing more to hand out."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                if self.deadline is not None and self.clock() >= self.deadline:
+                    self._closed = self.cut = True
+                    self._cond.notify_all()
+                    return None
+                picked = self._pop()
+                if picked is not None:
+                    return picked
+                if self.running == 0:  # nothing runs, nothing can start (a dependency cycle): done
+                    self._closed = True
+                    self._cond.notify_all()
+                    return None
+                self._cond.wait()
+
+    def _pop(self) -> int | None:
+        while self._heap:
+            rank, account = heapq.heappop(self._heap)
+            queue = self._queues[account]
+            if not queue or self._rank[queue[0]] != rank or account in self._busy:
+                continue  # a stale entry
+            op = self.ops[queue[0]]
+            blocker = next(
+                (d for d in op.depends_on if self._state.get(d) in (self.QUEUED, self.RUNNING)), None
+            )
+            if blocker is not None and blocker != op.key:
+                self._parked.setdefault(blocker, []).append(account)
+                continue
+            i = queue.popleft()
+            self._busy.add(account)
+            self.running += 1
+            self._state[op.key] = self.RUNNING
+            return i
+        return None
+
+    def finish(self, i: int) -> None:
+        op = self.ops[i]
+        account = op.account_id or ""
+        with self._cond:
+            self._busy.discard(account)
+            self.running -= 1
+            self._state[op.key] = self.FINISHED
+            self._push(account)
+            for parked in self._parked.pop(op.key, []):
+                self._push(parked)
+            self._cond.notify_all()
+
+    def left(self) -> list[int]:
+        """Operations never handed out."""
+        with self._cond:
+            return [i for queue in self._queues.values() for i in queue]
 
 
 # --------------------------------------------------------------------------- the worker
@@ -232,33 +673,53 @@ class _Applier:
         self._index_lock = threading.Lock()
         self._live: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (account, ps arn) -> principals
         self._live_lock = threading.Lock()
+        self._observed_assignments: set[tuple[str, str, str, str]] | None = None
         self.finished: dict[str, bool] = {}  # op key -> OpResult.done, in this run (``Operation.depends_on``)
+        # A real boto3 client retries throttling, 5xx and connection errors itself (botocore's retry
+        # layer); apply must not retry those again on top (see ``call``).
+        self.botocore_retries = isinstance(self.sso, BaseClient)
+        self.poller: _StatusPoller | None = None  # set by apply_assignments while it runs
 
     # ------------------------------------------------------------------ calling AWS
     def _wait(self, state: RetryCallState) -> float:
         cap = min(self.opt.backoff_max, self.opt.backoff_base * 2 ** (state.attempt_number - 1))
         return self.opt.rng.uniform(0, cap)  # full jitter
 
+    def retryable(self, exc: BaseException, *, retry_conflict: bool = True) -> bool:
+        """Whether apply retries this error itself: one retry layer per error, never two stacked.
+
+        botocore (standard mode, 8 retries: 9 attempts) retries ThrottlingException, 5xx and connection
+        errors but not ConflictException. Retrying those again here multiplied the attempts (9 x 8 = 72
+        requests for one throttled call, each taking a token of the shared ~20 req/s budget). So apply
+        retries ConflictException (unless told not to), and transient errors only when they did not come
+        through botocore's retry layer (a client without it, e.g. a test fake: no ``RetryAttempts`` in
+        the error's ResponseMetadata).
+        """
+        if isinstance(exc, BotoConnectionError):
+            return not self.botocore_retries
+        code = error_code(exc)
+        if code == CONFLICT:
+            return retry_conflict
+        return code in TRANSIENT_CODES and not _retried_by_botocore(exc)
+
     def call(
-        self, ctx: _Ctx, operation: str, *, retry_conflict: bool = True, **params: Any
+        self, ctx: _Ctx | None, operation: str, *, retry_conflict: bool = True, **params: Any
     ) -> dict[str, Any]:
-        """One sso-admin call with bounded retries of transient errors (and conflicts, unless told not to)."""
+        """One sso-admin call; apply retries only what botocore does not (see :meth:`retryable`)."""
         fn = getattr(self.sso, _snake(operation))
 
         def retryable(exc: BaseException) -> bool:
-            if isinstance(exc, BotoConnectionError):
-                return True
-            code = error_code(exc)
-            return code in TRANSIENT_CODES or (retry_conflict and code == CONFLICT)
+            return self.retryable(exc, retry_conflict=retry_conflict)
 
         def before_sleep(state: RetryCallState) -> None:
-            ctx.retries += 1
+            if ctx is not None:
+                ctx.retries += 1
             exc = state.outcome.exception() if state.outcome else None
             code = error_code(exc) if exc is not None else ""
             self.log.debug(
                 "%s for %s: %s (attempt %d), retrying",
                 operation,
-                ctx.op.key,
+                ctx.op.key if ctx is not None else "status polling",
                 code or exc,
                 state.attempt_number,
             )
@@ -272,7 +733,8 @@ class _Applier:
             reraise=True,
         )
         resp: dict[str, Any] = retrying(fn, **params)
-        ctx.request_id = _request_id(resp) or ctx.request_id
+        if ctx is not None:
+            ctx.request_id = _request_id(resp) or ctx.request_id
         return resp
 
     def call_tolerant(
@@ -329,23 +791,36 @@ class _Applier:
         while status.get("Status") == "IN_PROGRESS":
             elapsed = self.opt.clock() - start
             if elapsed >= self.timeout:
-                raise OpFailed(
-                    f"{what}: still IN_PROGRESS after {self.timeout:.0f}s (request {rid}); "
-                    "the next run checks it again",
-                    request_id=rid,
-                )
+                raise self.timed_out(what, rid)
             self.opt.sleep(min(delay, max(self.timeout - elapsed, 0.01)))
             delay = min(delay * self.opt.poll_factor, self.opt.poll_max)
             poll: dict[str, Any] = {"InstanceArn": self.instance_arn, id_param: rid}
             resp = self.call(ctx, describe, **poll)
             status = resp[status_key]
-        if status.get("Status") == "FAILED":
-            reason = status.get("FailureReason") or "no FailureReason given"
-            raise OpFailed(f"{what} FAILED: {reason}", request_id=rid)
-        if status.get("Status") != "SUCCEEDED":
-            raise OpFailed(f"{what}: unexpected status {status.get('Status')!r}", request_id=rid)
+        _raise_unless_succeeded(status, what, rid)
         ctx.request_id = rid or ctx.request_id
         return status
+
+    def await_assignment(
+        self, ctx: _Ctx, family: _AsyncFamily, status: dict[str, Any], what: str
+    ) -> dict[str, Any]:
+        """Wait for an assignment request's end: through the shared poller (one List*Status for all
+        outstanding requests) when apply_assignments runs one, else by describing it alone."""
+        if self.poller is None or status.get("Status") != "IN_PROGRESS":
+            return self.await_status(ctx, status, family.describe, family.id_param, family.status_key, what)
+        rid = status.get("RequestId")
+        ctx.request_id = rid or ctx.request_id
+        status = self.poller.wait(ctx, family, status, what)
+        _raise_unless_succeeded(status, what, rid)
+        ctx.request_id = rid or ctx.request_id
+        return status
+
+    def timed_out(self, what: str, rid: str | None) -> OpFailed:
+        return OpFailed(
+            f"{what}: still IN_PROGRESS after {self.timeout:.0f}s (request {rid}); "
+            "the next run checks it again",
+            request_id=rid,
+        )
 
     # ------------------------------------------------------------------ running operations
     def run(self, op: Operation, body: Callable[[_Ctx], str]) -> OpResult:
@@ -393,7 +868,13 @@ class _Applier:
         code = error_code(exc)
         text = f"{code}: {error_message(exc)}"
         if code in TRANSIENT_CODES or code == CONFLICT:
-            return f"{text} (still failing after {self.opt.max_attempts} attempts; the next run retries)"
+            meta = exc.response.get("ResponseMetadata") or {}
+            tries = (
+                int(meta["RetryAttempts"]) + 1
+                if code != CONFLICT and isinstance(meta.get("RetryAttempts"), int)
+                else self.opt.max_attempts
+            )
+            return f"{text} (still failing after {tries} attempts; the next run retries)"
         hint = _HINTS.get(code)
         return f"{text} ({hint})" if hint else text
 
@@ -428,6 +909,73 @@ class _Applier:
             ) as ex:
                 for f in [ex.submit(run_group, idx) for idx in groups.values()]:
                     f.result()  # run_group never raises (run() catches everything)
+        return [r for r in results if r is not None]
+
+    def run_scheduled(
+        self,
+        ops: list[Operation],
+        workers: int,
+        body: Callable[[Operation, _Ctx], str],
+        progress: _Progress,
+        deadline: float | None,
+    ) -> list[OpResult]:
+        """Run assignment operations most urgent first (:func:`order_assignment_operations`), at most
+        ``workers`` at a time and one per account, none started from ``deadline`` on.
+
+        Results come back in the order of ``ops``; an operation not started is "deferred" (or "skipped"
+        when it waited for a dependency that could not run).
+        """
+        schedule = _Schedule(ops, order_assignment_operations(ops), deadline, self.opt.clock)
+        results: list[OpResult | None] = [None] * len(ops)
+
+        def work() -> None:
+            while (i := schedule.next()) is not None:
+                op = ops[i]
+                try:
+                    result = self.unmet_dependencies(op) or self.run(op, functools.partial(body, op))
+                    self.finished[op.key] = result.done
+                    results[i] = result
+                    progress.add(result)
+                finally:
+                    schedule.finish(i)
+
+        if ops:
+            n = max(1, min(workers, len({op.account_id or "" for op in ops})))
+            with ThreadPoolExecutor(max_workers=n, thread_name_prefix="idc-apply") as ex:
+                for f in [ex.submit(work) for _ in range(n)]:
+                    f.result()  # work never raises (run() catches everything)
+        left = schedule.left()
+        if left and schedule.cut:
+            self.log.warning(
+                "apply time budget reached: %s of %s %s not started, deferred to the next run "
+                "(every operation already started was awaited)",
+                f"{len(left):,}",
+                f"{len(ops):,}",
+                progress.noun,
+            )
+        for i in left:
+            op = ops[i]
+            if schedule.cut:
+                result = OpResult(
+                    key=op.key,
+                    kind=op.kind,
+                    status="deferred",
+                    message=f"{DEFERRED}: the apply time budget ran out before it started",
+                    attempts=0,
+                    permission_set_arn=op.permission_set_arn,
+                )
+                progress.defer(result)
+            else:
+                result = self.unmet_dependencies(op) or OpResult(
+                    key=op.key,
+                    kind=op.kind,
+                    status="skipped",
+                    message="waits for an operation that could not run in this run; a later run does it",
+                    attempts=0,
+                    permission_set_arn=op.permission_set_arn,
+                )
+                progress.add(result)
+            results[i] = result
         return [r for r in results if r is not None]
 
     def unmet_dependencies(self, op: Operation) -> OpResult | None:
@@ -823,6 +1371,16 @@ class _Applier:
                 self._live[key] = live
         return (principal_type, principal_id) in live
 
+    def observed_assignment(self, account_id: str, arn: str, principal_type: str, principal_id: str) -> bool:
+        """Whether the observed state has this assignment (a plan applied again after a re-read)."""
+        with self._live_lock:
+            if self._observed_assignments is None:
+                self._observed_assignments = {
+                    (a.account_id, a.permission_set_arn, a.principal_type, a.principal_id)
+                    for a in self.observed.assignments
+                }
+            return (account_id, arn, principal_type, principal_id) in self._observed_assignments
+
     def assignment(self, op: Operation, ctx: _Ctx, ps_arns: dict[str, str]) -> str:
         self.refuse_management(op.account_id)
         if not op.account_id:
@@ -858,37 +1416,41 @@ class _Applier:
         }
         who = f"{op.principal_type}:{op.principal_name or principal_id}"
         if op.kind == OpKind.CREATE_ASSIGNMENT:
+            # The plan creates only what its observed state lacks; applied again with a newer observed
+            # state (the rest of a run cut by its time budget), what that state has is not sent again.
+            if self.observed_assignment(op.account_id, arn, op.principal_type, principal_id):
+                ctx.already = True
+                return "already assigned (in the observed state)"
             if self.opt.confirm_creates and self.assignment_exists(
                 ctx, op.account_id, arn, op.principal_type, principal_id
             ):
                 ctx.already = True
                 return "already assigned"
-            resp = self.call(ctx, "CreateAccountAssignment", **params)
-            self.await_status(
-                ctx,
-                resp["AccountAssignmentCreationStatus"],
-                "DescribeAccountAssignmentCreationStatus",
-                "AccountAssignmentCreationRequestId",
-                "AccountAssignmentCreationStatus",
-                f"assigning {name} to {who} in {op.account_id}",
+            resp = self.call(ctx, CREATION.start, **params)
+            self.await_assignment(
+                ctx, CREATION, resp[CREATION.start_key], f"assigning {name} to {who} in {op.account_id}"
             )
             return "assigned"
-        resp_d = self.call_gone_ok(ctx, "DeleteAccountAssignment", **params)
+        resp_d = self.call_gone_ok(ctx, DELETION.start, **params)
         if resp_d is None:
             ctx.already = True
             return "already gone"
-        self.await_status(
-            ctx,
-            resp_d["AccountAssignmentDeletionStatus"],
-            "DescribeAccountAssignmentDeletionStatus",
-            "AccountAssignmentDeletionRequestId",
-            "AccountAssignmentDeletionStatus",
-            f"removing {name} from {who} in {op.account_id}",
+        self.await_assignment(
+            ctx, DELETION, resp_d[DELETION.start_key], f"removing {name} from {who} in {op.account_id}"
         )
         return "removed"
 
 
 # --------------------------------------------------------------------------- helpers
+def _raise_unless_succeeded(status: dict[str, Any], what: str, rid: str | None) -> None:
+    """An async request's terminal status: FAILED (with AWS's reason) or anything but SUCCEEDED raises."""
+    if status.get("Status") == "FAILED":
+        reason = status.get("FailureReason") or "no FailureReason given"
+        raise OpFailed(f"{what} FAILED: {reason}", request_id=rid)
+    if status.get("Status") != "SUCCEEDED":
+        raise OpFailed(f"{what}: unexpected status {status.get('Status')!r}", request_id=rid)
+
+
 def _snake(operation: str) -> str:
     out = []
     for i, ch in enumerate(operation):
@@ -1005,28 +1567,52 @@ def apply_assignments(
     """Create and delete account assignments, then (by default) delete permission sets.
 
     ``ps_arns``: name -> ARN, including the sets created in this run (see :func:`permission_set_arns`).
-    At most ``config.assignment_concurrency`` operations are outstanding and at most one per account.
+    At most ``config.assignment_concurrency`` operations are outstanding and at most one per account;
+    the most urgent go first (:func:`order_assignment_operations`). None starts after the deadline
+    (``options.deadline``, default ``config.apply_budget_seconds`` from now): those end "deferred"; the
+    ones in flight are awaited. One OpResult per operation, assignments in plan order, then the
+    permission set deletions.
     """
-    ap = _Applier(clients, observed, config, log, options)
+    opt = options or ApplyOptions()
+    deadline = opt.deadline
+    if deadline is None and config.apply_budget_seconds is not None:
+        deadline = opt.clock() + config.apply_budget_seconds
+    opt = dc.replace(opt, deadline=deadline)
+    ap = _Applier(clients, observed, config, log, opt)
     ops = plan.of_kind(OpKind.CREATE_ASSIGNMENT, OpKind.DELETE_ASSIGNMENT)
     progress = _Progress(len(ops), "assignments", ap.log, ap.opt)
-    results = ap.run_grouped(
-        ops,
-        lambda op: op.account_id or "",
-        max(1, config.assignment_concurrency),
-        lambda op, ctx: ap.assignment(op, ctx, ps_arns),
-        progress,
-    )
+    ap.poller = _StatusPoller(ap).start()
+    try:
+        results = ap.run_scheduled(
+            ops,
+            max(1, config.assignment_concurrency),
+            lambda op, ctx: ap.assignment(op, ctx, ps_arns),
+            progress,
+            deadline,
+        )
+    finally:
+        ap.poller.close()
+    if ap.poller.calls:
+        ap.log.info(
+            "assignment requests followed with %s (settled: %s)",
+            ", ".join(f"{n:,} {name}" for name, n in sorted(ap.poller.calls.items())),
+            ", ".join(f"{n:,} {how}" for how, n in sorted(ap.poller.settled.items())) or "none",
+        )
     _log_summary(ap.log, progress)
     if delete_permission_sets:
         by_key = {op.key: op for op in ops}
-        failed = {
-            by_key[r.key].permission_set_name
-            for r in results
-            if r.kind == OpKind.DELETE_ASSIGNMENT and not r.done
-        }
+        unfinished = [r for r in results if r.kind == OpKind.DELETE_ASSIGNMENT and not r.done]
+        failed = {by_key[r.key].permission_set_name for r in unfinished if r.status != "deferred"}
+        deferred = {by_key[r.key].permission_set_name for r in unfinished if r.status == "deferred"}
         results += apply_permission_set_deletions(
-            clients, plan, observed, config, blocked=failed, log=log, options=options
+            clients,
+            plan,
+            observed,
+            config,
+            blocked=failed,
+            deferred=deferred - failed,
+            log=log,
+            options=opt,
         )
     return results
 
@@ -1038,13 +1624,16 @@ def apply_permission_set_deletions(
     config: SyncConfig,
     *,
     blocked: set[str] | frozenset[str] = frozenset(),
+    deferred: set[str] | frozenset[str] = frozenset(),
     log: logging.Logger | None = None,
     options: ApplyOptions | None = None,
 ) -> list[OpResult]:
     """DELETE_PERMISSION_SET operations; run only after the assignment deletions.
 
     ``blocked``: names whose assignment deletions failed in this run; they are skipped (IdC would refuse
-    with ConflictException while assignments remain) and the next run tries again.
+    with ConflictException while assignments remain) and the next run tries again. ``deferred``: names
+    whose assignment deletions were deferred (time budget): "deferred" too. From ``options.deadline`` on
+    (when given) no deletion starts: the rest is deferred.
     """
     ap = _Applier(clients, observed, config, log, options)
     ops = plan.of_kind(OpKind.DELETE_PERMISSION_SET)
@@ -1057,6 +1646,24 @@ def apply_permission_set_deletions(
         results,
         progress,
     )
+    runnable = _skip_permission_sets(
+        runnable,
+        set(deferred),
+        f"{DEFERRED}: some assignment removals of {{name}} were deferred (time budget)",
+        results,
+        progress,
+        status="deferred",
+    )
+    deadline = ap.opt.deadline
+    if runnable and deadline is not None and ap.opt.clock() >= deadline:
+        runnable = _skip_permission_sets(
+            runnable,
+            {op.permission_set_name for op in runnable},
+            f"{DEFERRED}: the apply time budget ran out before it started",
+            results,
+            progress,
+            status="deferred",
+        )
     results += ap.run_grouped(
         runnable,
         lambda op: op.permission_set_name,
@@ -1069,9 +1676,16 @@ def apply_permission_set_deletions(
 
 
 def _skip_permission_sets(
-    ops: list[Operation], names: set[str], message: str, results: list[OpResult], progress: _Progress
+    ops: list[Operation],
+    names: set[str],
+    message: str,
+    results: list[OpResult],
+    progress: _Progress,
+    *,
+    status: Status = "skipped",
 ) -> list[Operation]:
-    """Record a "skipped" result for each op of a permission set in ``names``; return the others."""
+    """Record a ``status`` ("skipped") result for each op of a permission set in ``names``; return the
+    others."""
     runnable: list[Operation] = []
     for op in ops:
         if op.permission_set_name not in names:
@@ -1080,16 +1694,23 @@ def _skip_permission_sets(
         result = OpResult(
             key=op.key,
             kind=op.kind,
-            status="skipped",
+            status=status,
             message=message.format(name=op.permission_set_name),
+            attempts=0 if status == "deferred" else 1,
             permission_set_arn=op.permission_set_arn,
         )
         results.append(result)
-        progress.add(result)
+        if status == "deferred":
+            progress.defer(result)
+        else:
+            progress.add(result)
     return runnable
 
 
 def count_by_status(results: Iterable[OpResult]) -> dict[str, int]:
-    """``{"succeeded": n, "already_in_place": n, "failed": n, "skipped": n}`` for summaries."""
+    """``{"succeeded": n, "already_in_place": n, "failed": n, "skipped": n, "deferred": n}`` for summaries.
+
+    "deferred" (not started: time budget) is not a failure: the next run does it.
+    """
     c = Counter(r.status for r in results)
-    return {s: c.get(s, 0) for s in ("succeeded", "already_in_place", "failed", "skipped")}
+    return {s: c.get(s, 0) for s in STATUSES}

@@ -48,11 +48,15 @@ class AuditStore:
         data = json.loads(path.read_text() or "{}")
         return data if isinstance(data, dict) else {}
 
-    def write_state(self, name: str, data: dict[str, Any]) -> None:
+    def write_state(self, name: str, data: dict[str, Any], *, compact: bool = False) -> None:
+        """Replace a state file; ``compact`` for large ones (the observed-state cache: megabytes)."""
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path(name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        text = (
+            json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=1, sort_keys=True)
+        )
+        tmp.write_text(text)
         tmp.rename(path)  # atomic on a local disk; copy + delete on object storage
 
     def list_runs(self) -> list[str]:

@@ -65,11 +65,32 @@ class SyncConfig(BaseModel):
     language: Literal["ja", "en"] = "ja"
     scim_max_staleness_minutes: int = 90
     scim_grace_cycles: int = 2  # a missing principal stays pending this many SCIM intervals
+    # Incremental kintone reads (idc_sync.kintone_incremental): every record id is listed this often (it
+    # finds what counts cannot); 120 keeps 50,000 records under 2,500 requests per app per day at a
+    # 10-minute cadence (60 would be ~2,700). The changed-records query starts the overlap before the
+    # newest update time seen (kintone stamps to the minute, when a save starts).
+    kintone_id_pass_minutes: float = 120
+    kintone_overlap_minutes: float = 5
     audit_path: str = "audit"  # local folder or object storage URL (s3://conn@bucket/prefix)
     assignment_concurrency: int = 10  # outstanding async assignment operations (IdC limit)
     provisioning_concurrency: int = 3
     async_timeout_seconds: int = 300
+    # Time budget of apply_assignments (seconds from its start, or the deadline the task passes): no new
+    # assignment operation starts after it; those not started are "deferred" to the next run (the ones in
+    # flight are awaited). Keep it under the schedule's interval. None: no budget.
+    apply_budget_seconds: float | None = 480
     portal_url: str | None = None  # https://<portal>.awsapps.com/start, for shortcut links
+    # Incremental observation (idc_sync.observe): every cached item is re-read within the sweep period;
+    # each run spends what that takes (at least the floor, at most the cap) of its sso-admin calls on it.
+    sweep_period_minutes: float = 360
+    run_cadence_minutes: float = 10  # the schedule's interval: how many runs share the sweep
+    sweep_min_calls_per_run: int = 300
+    sweep_max_calls_per_run: int = 2000
+    principal_refresh_minutes: float = 60  # users and groups listed in full this often (ids cached between)
+    # Client-side pacing in requests/s per client ("sso_admin", "identitystore", "organizations", "iam",
+    # "accessanalyzer"; None = unpaced) over the defaults of idc_sync.aws_clients (a little under AWS's
+    # quotas). Lower it when other tools share the account's quota.
+    client_max_rps: dict[str, float | None] = Field(default_factory=dict)
 
     @classmethod
     def from_json(cls, raw: str | dict[str, Any] | None) -> SyncConfig:

@@ -1,6 +1,6 @@
 """Which task failed first, with what error, and what that means for AWS.
 
-An admin reading "snapshot_idc / compute_diff / ... failed or produced nothing" cannot tell the cause
+An admin reading "observe_idc / compute_diff / ... failed or produced nothing" cannot tell the cause
 from its consequences, nor whether AWS was touched. Each task that fails leaves a :class:`TaskFailure`
 (written by the plugin's failure callback: error type and message, secrets scrubbed); ``notify`` names
 the first failed task by time with its error and the meaning of a failure at that step. A task that
@@ -26,7 +26,7 @@ MEANING: dict[str, str] = {
     "scim_health": "the SCIM verdict is unknown for this run (missing users stay pending); the run went on",
     "scim_verdict": "the SCIM verdict is unknown for this run (missing users stay pending); the run went on",
     "extract_kintone": NOTHING_CHANGED,
-    "snapshot_idc": NOTHING_CHANGED,
+    "observe_idc": NOTHING_CHANGED,
     "compute_diff": NOTHING_CHANGED,
     "validate_policies": NOTHING_CHANGED,
     "deletion_guard": NOTHING_CHANGED,

@@ -280,7 +280,7 @@ def summarize_results(results: Iterable[OpResult]) -> dict[str, dict[str, int]]:
     return out
 
 
-OUTCOMES = ("applied", "already_in_place", "withheld", "skipped", "failed")
+OUTCOMES = ("applied", "already_in_place", "deferred", "withheld", "skipped", "failed")
 
 
 def outcome_counts(
@@ -288,7 +288,8 @@ def outcome_counts(
 ) -> dict[str, int]:
     """What really happened, counted from the RESULTS (not from the plan): ``applied`` (a change was
     made), ``already_in_place`` (nothing to do: an earlier try did it), ``withheld`` (deletions not
-    approved), ``skipped`` (results skipped + the plan's skipped items), ``failed``. The note, Slack and
+    approved), ``deferred`` (not started within apply's time budget: the next run continues), ``skipped``
+    (results skipped + the plan's skipped items), ``failed``. The note, Slack and
     the audit artifact all show these numbers."""
     items = list(results)
     # the plan's skipped items, unless also a result or withheld (not counted twice)
@@ -296,6 +297,7 @@ def outcome_counts(
     return {
         "applied": sum(r.status == "succeeded" for r in items),
         "already_in_place": sum(r.status == "already_in_place" for r in items),
+        "deferred": sum(r.status == "deferred" for r in items),
         "withheld": withheld,
         "skipped": sum(r.status == "skipped" for r in items) + sum(s.key not in seen for s in plan.skipped),
         "failed": sum(r.status == "failed" for r in items),
@@ -303,7 +305,7 @@ def outcome_counts(
 
 
 def _outcome_text(counts: Mapping[str, int]) -> str:
-    labels = {"already_in_place": "already in place"}
+    labels = {"already_in_place": "already in place", "deferred": "deferred to the next run"}
     return ", ".join(f"{labels.get(k, k)} {counts.get(k, 0)}" for k in OUTCOMES)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from idc_sync.config import SyncConfig
-from idc_sync.model import DesiredState, Operation, OpKind, Plan, Skipped
+from idc_sync.model import DesiredState, ObservedState, Operation, OpKind, Plan, Skipped
 
 DELETIONS = (OpKind.DELETE_ASSIGNMENT, OpKind.DELETE_PERMISSION_SET)
 
@@ -127,6 +127,34 @@ def deletions_table(plan: Plan, limit: int = 200) -> str:
     if len(rows) > limit:
         lines.append(f"\n… and {len(rows) - limit} more (see the compute_diff log).")
     return "\n".join(lines)
+
+
+UNREAD = (
+    "not deleted: this pair was not read fresh in this run (the observed state came from the cache); "
+    "the next run reads it first"
+)
+
+
+def withhold_unread_deletions(plan: Plan, observed: ObservedState) -> tuple[Plan, list[Skipped]]:
+    """A cache never causes a deletion: an assignment deletion whose (account, permission set) pair was
+    not read in this run (``ObservedState.confirms``) is moved to ``skipped``. ``observe`` confirms every
+    pair its plan touches, so this only catches a plan that differs from the one observe confirmed."""
+    confirmed = set(observed.confirmed_pairs)
+    unread = [
+        op
+        for op in plan.operations
+        if op.kind == OpKind.DELETE_ASSIGNMENT
+        and not observed.complete
+        and f"{op.account_id}|{op.permission_set_arn}" not in confirmed
+    ]
+    if not unread:
+        return plan, []
+    gone = {op.key for op in unread}
+    skipped = [
+        Skipped(key=op.key, reason=UNREAD, record=op.records[0] if op.records else None) for op in unread
+    ]
+    kept = [op for op in plan.operations if op.key not in gone]
+    return plan.model_copy(update={"operations": kept, "skipped": [*plan.skipped, *skipped]}), skipped
 
 
 def withhold_deletions(plan: Plan, reason: str) -> Plan:

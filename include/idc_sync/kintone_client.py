@@ -183,6 +183,9 @@ class KintoneClient:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._sleep = sleep
+        #: HTTP requests sent, retries included (kintone's per-app daily limit counts every one of them);
+        #: read it before and after a call to know what the call cost.
+        self.request_count = 0
 
     def __repr__(self) -> str:
         auth = "password" if self._password_auth else f"api tokens for apps {sorted(self._tokens)}"
@@ -235,6 +238,7 @@ class KintoneClient:
         idempotent: bool,
     ) -> dict[str, Any]:
         url = f"{self.base_url}/k/v1/{path}"
+        self.request_count += 1
         try:
             resp = self.session.request(
                 method,

@@ -171,6 +171,17 @@ class ObservedState(BaseModel):
     scoped: bool = False  # True when only part of IdC was read (scope params): never delete outside it
     scope: Scope | None = None  # the scope the snapshot was taken with (compute_plan falls back to it)
     read_at: dt.datetime | None = None  # when snapshot_idc started reading (plan staleness)
+    # Incremental observation (``idc_sync.observe``): True when every item was read in this run (a full
+    # read); otherwise ``confirmed_pairs`` ("account|permission set ARN") lists the pairs the plan touches,
+    # each re-read in this run. Apply deletes only on a complete read or a confirmed pair.
+    complete: bool = True
+    confirmed_pairs: list[str] = Field(default_factory=list)
+
+    def confirms(self, account_id: str | None, permission_set_arn: str | None) -> bool:
+        """Was this pair read fresh in this run (so a deletion on it stands on a fresh read)?"""
+        if self.complete:
+            return True
+        return f"{account_id}|{permission_set_arn}" in set(self.confirmed_pairs)
 
 
 def principal_key(principal_type: str, name: str) -> str:
@@ -245,7 +256,9 @@ class OpResult(BaseModel):
     kind: OpKind
     # "already_in_place": nothing had to be done (an assignment that already exists, a deletion of
     # something already gone, an earlier try's create): counted apart so summaries stay true.
-    status: Literal["succeeded", "already_in_place", "failed", "skipped"]
+    # "deferred": not started because the run's time budget ran out (``ApplyOptions.deadline``); not a
+    # failure: nothing was sent for it, and the next run plans it again from its fresh reads.
+    status: Literal["succeeded", "already_in_place", "failed", "skipped", "deferred"]
     message: str = ""
     attempts: int = 1
     request_id: str | None = None

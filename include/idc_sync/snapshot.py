@@ -1,4 +1,4 @@
-"""Read what IAM Identity Center looks like now (the ``snapshot_idc`` step) into an ``ObservedState``.
+"""Read what IAM Identity Center looks like now into an ``ObservedState``: the readers ``observe`` uses.
 
 What is read, and why only that:
 
@@ -34,12 +34,8 @@ managed, 50,000 assignments over ~20,000 (account, permission set) pairs, 10,000
 * identitystore: ~100 ListUsers pages + a few ListGroups pages (list mode), or one call per name.
 
 The per-pair ListAccountAssignments is the floor of a *full* read (ListAccountAssignmentsForPrincipal is
-management-account only). An incremental snapshot is the way past it: keep the previous run's assignments
-per (account, permission set) pair (audit artifact / object storage) and re-read only pairs that (a) the
-previous plan wrote, (b) belong to kintone records changed since the last run, or (c) are stale; everything
-else comes from the cache, with a rolling full re-read (``full_resync`` trigger param, or 1/N of the pairs
-per run) to catch hand-made drift. Permission set descriptions/policies can be cached the same way, keyed by
-the permission set and invalidated when its stale-account list or the kintone record changes.
+management-account only). ``take_snapshot`` is that full read (``full_resync``, the benchmark's "naive
+scan"); each run reads incrementally through ``idc_sync.observe``, which reuses these readers.
 """
 
 from __future__ import annotations
@@ -85,7 +81,7 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _paginate(client: Any, operation: str, result_key: str, **params: Any) -> Iterator[Any]:
+def paginate(client: Any, operation: str, result_key: str, **params: Any) -> Iterator[Any]:
     """Items of every page (empty pages with a NextToken are followed by botocore's paginator)."""
     for page in client.get_paginator(operation).paginate(**params):
         yield from page.get(result_key, []) or []
@@ -106,7 +102,7 @@ class _Progress:
                 log.info("read %d/%d %s", self.done, self.total, self.what)
 
 
-def _run_all(pool: ThreadPoolExecutor, fn: Callable[..., T], items: Iterable[Any], what: str) -> list[T]:
+def run_all(pool: ThreadPoolExecutor, fn: Callable[..., T], items: Iterable[Any], what: str) -> list[T]:
     items = list(items)
     progress = _Progress(what, len(items))
 
@@ -124,7 +120,7 @@ def read_organization(organizations: Any, pool: ThreadPoolExecutor | None = None
     """The management account id, the OU tree and every account with its parent."""
     org = organizations.describe_organization()["Organization"]
     mgmt = org.get("MasterAccountId") or org.get("ManagementAccountId") or ""
-    roots = list(_paginate(organizations, "list_roots", "Roots"))
+    roots = list(paginate(organizations, "list_roots", "Roots"))
     if not roots:
         raise SnapshotError("organizations ListRoots returned no root")
     root_id = roots[0]["Id"]
@@ -136,7 +132,7 @@ def read_organization(organizations: Any, pool: ThreadPoolExecutor | None = None
         def children(parent: str) -> list[OrganizationalUnit]:
             return [
                 OrganizationalUnit(id=ou["Id"], name=ou.get("Name", ""), parent_id=parent)
-                for ou in _paginate(
+                for ou in paginate(
                     organizations,
                     "list_organizational_units_for_parent",
                     "OrganizationalUnits",
@@ -159,7 +155,7 @@ def read_organization(organizations: Any, pool: ThreadPoolExecutor | None = None
                 state=a.get("State") or a.get("Status") or "ACTIVE",
                 parent_id=parent,
             )
-            for a in _paginate(organizations, "list_accounts_for_parent", "Accounts", ParentId=parent)
+            for a in paginate(organizations, "list_accounts_for_parent", "Accounts", ParentId=parent)
         ]
 
     parents = [root_id, *ous]
@@ -171,7 +167,7 @@ def read_organization(organizations: Any, pool: ThreadPoolExecutor | None = None
 
 # --------------------------------------------------------------------------- sso-admin
 def read_instance(sso_admin: Any) -> tuple[str, str]:
-    instances = list(_paginate(sso_admin, "list_instances", "Instances"))
+    instances = list(paginate(sso_admin, "list_instances", "Instances"))
     if not instances:
         raise SnapshotError(
             "no IAM Identity Center instance is visible to this role (sso-admin ListInstances)"
@@ -196,7 +192,7 @@ def _boundary(raw: dict[str, Any] | None) -> PermissionsBoundary | None:
     return None
 
 
-class _PermissionSetReader:
+class PermissionSetReader:
     def __init__(
         self,
         clients: IdcClients,
@@ -223,7 +219,7 @@ class _PermissionSetReader:
             return None
         tags = {
             t["Key"]: t.get("Value", "")
-            for t in _paginate(
+            for t in paginate(
                 self.sso, "list_tags_for_resource", "Tags", InstanceArn=self.instance, ResourceArn=arn
             )
         }
@@ -249,14 +245,14 @@ class _PermissionSetReader:
         args = {"InstanceArn": self.instance, "PermissionSetArn": state.arn}
         state.managed_policies = sorted(
             p["Arn"]
-            for p in _paginate(
+            for p in paginate(
                 self.sso, "list_managed_policies_in_permission_set", "AttachedManagedPolicies", **args
             )
         )
         state.customer_managed_policies = sorted(
             (
                 CustomerPolicyRef(name=r["Name"], path=r.get("Path") or "/")
-                for r in _paginate(
+                for r in paginate(
                     self.sso,
                     "list_customer_managed_policy_references_in_permission_set",
                     "CustomerManagedPolicyReferences",
@@ -281,7 +277,7 @@ class _PermissionSetReader:
         if status:
             params["ProvisioningStatus"] = status
         return sorted(
-            set(_paginate(self.sso, "list_accounts_for_provisioned_permission_set", "AccountIds", **params))
+            set(paginate(self.sso, "list_accounts_for_provisioned_permission_set", "AccountIds", **params))
         )
 
     def assignments(self, pair: tuple[str, str]) -> list[AssignmentState]:
@@ -293,7 +289,7 @@ class _PermissionSetReader:
                 principal_type=a["PrincipalType"],
                 principal_id=a["PrincipalId"],
             )
-            for a in _paginate(
+            for a in paginate(
                 self.sso,
                 "list_account_assignments",
                 "AccountAssignments",
@@ -305,7 +301,7 @@ class _PermissionSetReader:
 
 
 # --------------------------------------------------------------------------- identity store
-class _PrincipalResolver:
+class PrincipalResolver:
     def __init__(self, identitystore: Any, identity_store_id: str, list_threshold: int) -> None:
         self.ids = identitystore
         self.store = identity_store_id
@@ -323,14 +319,14 @@ class _PrincipalResolver:
             if not wanted:
                 continue
             if len(wanted) > self.list_threshold:
-                listing = self._list_all(ptype)
+                listing = self.list_all(ptype)
                 by_id.update({pid: principal_key(ptype, n) for n, pid in listing.items()})
                 results = [(n, listing.get(n)) for n in wanted]
             else:
                 results = list(
                     zip(
                         wanted,
-                        _run_all(
+                        run_all(
                             pool, lambda n, t=ptype: self._lookup(t, n), wanted, f"{ptype.lower()} names"
                         ),
                         strict=True,
@@ -367,15 +363,15 @@ class _PrincipalResolver:
                 return None
             raise
 
-    def _list_all(self, ptype: str) -> dict[str, str]:
+    def list_all(self, ptype: str) -> dict[str, str]:
         if ptype == "USER":
             return {
                 u["UserName"]: u["UserId"]
-                for u in _paginate(self.ids, "list_users", "Users", IdentityStoreId=self.store)
+                for u in paginate(self.ids, "list_users", "Users", IdentityStoreId=self.store)
             }
         return {
             g["DisplayName"]: g["GroupId"]
-            for g in _paginate(self.ids, "list_groups", "Groups", IdentityStoreId=self.store)
+            for g in paginate(self.ids, "list_groups", "Groups", IdentityStoreId=self.store)
         }
 
     def describe(self, item: tuple[str, str]) -> tuple[str, str | None]:
@@ -401,18 +397,18 @@ class _PrincipalResolver:
             if not wanted:
                 continue
             if len(wanted) > self.list_threshold:
-                listing = {pid: principal_key(ptype, n) for n, pid in self._list_all(ptype).items()}
+                listing = {pid: principal_key(ptype, n) for n, pid in self.list_all(ptype).items()}
                 out.update({pid: listing[pid] for pid in wanted if pid in listing})
                 continue
             items = [(ptype, pid) for pid in wanted]
-            for pid, key in _run_all(pool, self.describe, items, f"{ptype.lower()}s of managed assignments"):
+            for pid, key in run_all(pool, self.describe, items, f"{ptype.lower()}s of managed assignments"):
                 if key is not None:
                     out[pid] = key
         return out
 
 
 # --------------------------------------------------------------------------- the snapshot
-def _desired_principals(desired: DesiredState, scope: Scope, org: OrgSnapshot) -> dict[str, set[str]]:
+def desired_principals(desired: DesiredState, scope: Scope, org: OrgSnapshot) -> dict[str, set[str]]:
     """Principal names the desired state needs, limited to the scope (so a scoped run reads less)."""
     names: dict[str, set[str]] = {"USER": set(), "GROUP": set()}
     for a in desired.assignments:
@@ -464,16 +460,16 @@ def take_snapshot(
         mgmt = org.management_account_id
 
         # Principals named by kintone: identitystore is a separate quota, so overlap with sso-admin reads.
-        resolver = _PrincipalResolver(clients.identitystore, store_id, principal_list_threshold)
-        wanted = _desired_principals(desired, scope, org) if desired is not None else {}
+        resolver = PrincipalResolver(clients.identitystore, store_id, principal_list_threshold)
+        wanted = desired_principals(desired, scope, org) if desired is not None else {}
         principals_future = background.submit(resolver.resolve, ids_pool, wanted)
 
         arns = list(
-            _paginate(clients.sso_admin, "list_permission_sets", "PermissionSets", InstanceArn=instance_arn)
+            paginate(clients.sso_admin, "list_permission_sets", "PermissionSets", InstanceArn=instance_arn)
         )
         log.info("%d permission sets in %s", len(arns), instance_arn)
-        reader = _PermissionSetReader(clients, instance_arn, config, desired_names, scope, mgmt)
-        states = [s for s in _run_all(pool, reader.read, arns, "permission sets") if s is not None]
+        reader = PermissionSetReader(clients, instance_arn, config, desired_names, scope, mgmt)
+        states = [s for s in run_all(pool, reader.read, arns, "permission sets") if s is not None]
         permission_sets = {s.name: s for s in states}
         managed = [s for s in states if s.managed]
 
@@ -490,9 +486,7 @@ def take_snapshot(
             len(pairs),
         )
         assignments = [
-            a
-            for group in _run_all(pool, reader.assignments, pairs, "account assignment lists")
-            for a in group
+            a for group in run_all(pool, reader.assignments, pairs, "account assignment lists") for a in group
         ]
 
         principal_ids, principal_names, missing = principals_future.result()
@@ -542,10 +536,10 @@ def resolve_principals(
     from managed assignments, within ``scope`` (default: the snapshot's). Returns a new ObservedState.
     """
     scope = scope or observed.scope or Scope()
-    wanted = _desired_principals(desired, scope, observed.org)
+    wanted = desired_principals(desired, scope, observed.org)
     known = set(observed.principal_ids)
     todo = {t: {n for n in names if principal_key(t, n) not in known} for t, names in wanted.items()}
-    resolver = _PrincipalResolver(clients.identitystore, observed.identity_store_id, principal_list_threshold)
+    resolver = PrincipalResolver(clients.identitystore, observed.identity_store_id, principal_list_threshold)
     with ThreadPoolExecutor(max_workers=max(1, max_workers), thread_name_prefix="principals") as pool:
         found, by_id, missing = resolver.resolve(pool, todo)
     principal_ids = {**observed.principal_ids, **found}

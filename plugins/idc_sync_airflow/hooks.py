@@ -28,8 +28,9 @@ class IdcHook(BaseHook):
         super().__init__()
         self.aws_conn_id = aws_conn_id
 
-    def get_clients(self) -> IdcClients:
-        """One boto3 session (the connection's credentials / assumed role) shared by the five clients."""
+    def get_clients(self, max_rps: dict[str, float | None] | None = None) -> IdcClients:
+        """One boto3 session (the connection's credentials / assumed role) shared by the five clients;
+        ``max_rps`` overrides the client-side pacing per client (``SyncConfig.client_max_rps``)."""
         base = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="sso-admin")
         conn = base.conn_config
         retries = conn.botocore_config.retries if conn.botocore_config else None
@@ -38,6 +39,7 @@ class IdcHook(BaseHook):
             endpoint_url=conn.get_service_endpoint_url("sso-admin"),
             region_name=base.region_name,
             retry_config=retries,
+            max_rps=max_rps,
         )
 
 

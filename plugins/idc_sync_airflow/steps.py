@@ -51,21 +51,81 @@ def _config() -> SyncConfig:
     return settings.load_config()
 
 
+def _clients(config: SyncConfig) -> Any:
+    """The AWS clients of the delegated administrator's connection, paced as configured."""
+    return IdcHook(settings.AWS_CONN_ID).get_clients(max_rps=config.client_max_rps)
+
+
+def _load_state(store: AuditStore, name: str, model: Any, lost: str) -> Any:
+    """A state file of the store as ``model``; missing: None; unreadable: None and a warning that says
+    what losing it costs (``lost``): state only ever saves work, a run never depends on it."""
+    try:
+        raw = store.read_state(name)
+        return model.model_validate(raw) if raw else None
+    except Exception as exc:
+        log.warning("%s unreadable (%s): %s", name, exc, lost)
+        return None
+
+
+def _save_state(store: AuditStore, name: str, value: Any, *, compact: bool = False) -> None:
+    try:
+        store.write_state(name, value.model_dump(mode="json"), compact=compact)
+    except Exception as exc:
+        log.warning("could not save %s: %s", name, exc)
+
+
 def _today(config: SyncConfig) -> dt.date:
     return dt.datetime.now(ZoneInfo(config.timezone)).date()
 
 
 # --------------------------------------------------------------------------- tasks
+KINTONE_CACHE_STATE = "state/kintone_records.json"
+
+
+def _read_kintone(config: SyncConfig, *, full: bool) -> tuple[list[Any], list[Any], Any]:
+    """Both apps' records, incrementally from the saved copy (``idc_sync.kintone_incremental``: about two
+    requests per app when nothing changed), and the copy to save once the records were parsed."""
+    from idc_sync.kintone_incremental import RecordCache, read_records
+
+    store = AuditStore(config.audit_path)
+    cache = _load_state(store, KINTONE_CACHE_STATE, RecordCache, "reading both apps in full")
+    now = dt.datetime.now(dt.UTC)
+    options = {
+        "id_pass_every": dt.timedelta(minutes=config.kintone_id_pass_minutes),
+        "overlap": dt.timedelta(minutes=config.kintone_overlap_minutes),
+        "full": full,
+    }
+    with KintoneHook(settings.KINTONE_CONN_ID, language=config.language).get_client() as client:
+        ps_records, cache, ps_stats = read_records(
+            client, config.permission_sets_app_id, cache, now=now, **options
+        )
+        asg_records, cache, asg_stats = read_records(
+            client, config.assignments_app_id, cache, now=now, **options
+        )
+    for stats in (ps_stats, asg_stats):
+        log.info(
+            "kintone app %s: %s read, %d request(s), %d record(s) (%d changed, %d deleted)%s",
+            stats.app_id,
+            stats.mode,
+            stats.requests,
+            stats.records,
+            stats.changed,
+            stats.deleted,
+            f": {stats.reason}" if stats.reason else "",
+        )
+    return ps_records, asg_records, cache
+
+
 def extract_kintone() -> dict[str, Any]:
     from idc_sync.records import parse_desired_state
 
     config = _config()
     read_at = dt.datetime.now(dt.UTC)  # the plan's age counts from the start of the reads
-    with KintoneHook(settings.KINTONE_CONN_ID, language=config.language).get_client() as client:
-        ps_records = client.get_all_records(config.permission_sets_app_id)
-        asg_records = client.get_all_records(config.assignments_app_id)
+    full = bool(_params().get("full_resync"))
+    ps_records, asg_records, cache = _read_kintone(config, full=full)
     desired = parse_desired_state(ps_records, asg_records, config)
     desired.read_at = read_at
+    _save_state(AuditStore(config.audit_path), KINTONE_CACHE_STATE, cache, compact=True)
     log.info(
         "read %d permission set record(s) and %d assignment record(s): %d permission set(s), "
         "%d assignment(s), %d record problem(s)",
@@ -80,14 +140,47 @@ def extract_kintone() -> dict[str, Any]:
     return desired.model_dump(mode="json")
 
 
-def snapshot_idc() -> dict[str, Any]:
-    from idc_sync.snapshot import take_snapshot
+OBSERVED_CACHE_STATE = "state/observed_cache.json"
+OBSERVE_SUMMARY_XCOM = "observe_summary"
 
+
+def observe_idc(desired_json: dict[str, Any]) -> dict[str, Any]:
+    """Observe IdC for this run's plan (``idc_sync.observe``): from the cache of the last observed state,
+    re-reading new items, the sweep's share and every item the plan touches; adopt the sets the trigger
+    names; save the cache."""
+    from idc_sync.observe import ObserveOptions, observe, plan_touches
+
+    params = _params()
     config = _config()
-    clients = IdcHook(settings.AWS_CONN_ID).get_clients()
+    desired = DesiredState.model_validate(desired_json)
+    clients = _clients(config)
+    store = AuditStore(config.audit_path)
+    memory = _plan_memory(store)
     read_at = dt.datetime.now(dt.UTC)
-    observed = take_snapshot(clients, None, config, _scope(_params()))
+
+    def touches(candidate: ObservedState) -> Any:
+        plan, _ = _compute_plan(desired, candidate, config, params, memory)
+        return plan_touches(plan, candidate)
+
+    observed, cache, stats = observe(
+        clients,
+        desired,
+        config,
+        _observed_cache(store),
+        scope=_scope(params),
+        plan_touches=touches,
+        options=ObserveOptions(full=bool(params.get("full_resync"))),
+    )
     observed.read_at = read_at
+    observed, adopted = _adopt(clients, observed, desired, params, config)
+    adopted_arns = {r.permission_set_arn for r in adopted if r.status == "adopted" and r.permission_set_arn}
+    if adopted_arns:  # read fresh by adopt; the cache reads them again (now managed) next run
+        cache.invalidate(arns=adopted_arns)
+        confirmed = {f"{a.account_id}|{a.permission_set_arn}" for a in observed.assignments}
+        observed = observed.model_copy(
+            update={"confirmed_pairs": sorted(set(observed.confirmed_pairs) | confirmed)}
+        )
+    _save_state(store, OBSERVED_CACHE_STATE, cache, compact=True)  # lost: one full read, never a run
     log.info(
         "observed %d account(s), %d permission set(s) (%d managed), %d managed assignment(s)",
         len(observed.org.accounts),
@@ -95,23 +188,30 @@ def snapshot_idc() -> dict[str, Any]:
         sum(1 for ps in observed.permission_sets.values() if ps.managed),
         len(observed.assignments),
     )
-    return observed.model_dump(mode="json")
+    # small facts beside the (large, stored by reference) observed state, for notify and the audit
+    summary = {"stats": stats.as_dict(), "adopted": [r.model_dump(mode="json") for r in adopted]}
+    get_current_context()["ti"].xcom_push(key=OBSERVE_SUMMARY_XCOM, value=summary)
+    return {"observed": observed.model_dump(mode="json"), **summary}
+
+
+def _observed_cache(store: AuditStore) -> Any:
+    """The last observed state (``idc_sync.observed_cache``); missing or unreadable: a full read."""
+    from idc_sync.observed_cache import ObservedCache
+
+    return _load_state(store, OBSERVED_CACHE_STATE, ObservedCache, "reading IAM Identity Center in full")
 
 
 def compute_diff(
-    desired_json: dict[str, Any], observed_json: dict[str, Any], scim: dict[str, Any] | None
+    desired_json: dict[str, Any], observed_out: dict[str, Any], scim: dict[str, Any] | None
 ) -> dict[str, Any]:
+    """Pure: desired vs observed into the plan (no AWS call; the plan memory is read and written)."""
     from idc_sync.freshness import oldest
     from idc_sync.plan import render_plan
-    from idc_sync.snapshot import resolve_principals
 
     params = _params()
     config = _config()
     desired = DesiredState.model_validate(desired_json)
-    observed = ObservedState.model_validate(observed_json)
-    clients = IdcHook(settings.AWS_CONN_ID).get_clients()
-    observed, adopted = _adopt(clients, observed, desired, params, config)
-    observed = resolve_principals(clients, observed, desired)
+    observed = ObservedState.model_validate(observed_out["observed"])
     store = AuditStore(config.audit_path)
     memory = _plan_memory(store)
     plan, problems = _compute_plan(desired, observed, config, params, memory)
@@ -125,8 +225,6 @@ def compute_diff(
     return {
         "plan": plan.model_dump(mode="json"),
         "problems": [p.model_dump(mode="json") for p in problems],
-        "observed": observed.model_dump(mode="json"),
-        "adopted": [r.model_dump(mode="json") for r in adopted],
     }
 
 
@@ -156,12 +254,7 @@ def _plan_memory(store: AuditStore) -> Any:
     edits. Missing or unreadable: nothing is called drift this run."""
     from idc_sync.plan import PlanMemory
 
-    try:
-        raw = store.read_state(PLAN_MEMORY_STATE)
-        return PlanMemory.model_validate(raw) if raw else None
-    except Exception as exc:
-        log.warning("plan memory unreadable (%s): drift is not told apart this run", exc)
-        return None
+    return _load_state(store, PLAN_MEMORY_STATE, PlanMemory, "drift is not told apart this run")
 
 
 def _save_plan_memory(
@@ -235,7 +328,7 @@ def validate_policies(desired_json: dict[str, Any], diff: dict[str, Any]) -> dic
     desired = DesiredState.model_validate(desired_json)
     plan = Plan.model_validate(diff["plan"])
     touched = {op.permission_set_name for op in plan.operations}
-    clients = IdcHook(settings.AWS_CONN_ID).get_clients()
+    clients = _clients(config)
     # Every set is checked every run (stable problems = no repeated comments); Access Analyzer answers are
     # cached by policy text across runs, so an unchanged inline policy costs no call.
     store = AuditStore(config.audit_path)
@@ -460,10 +553,9 @@ def _confirm_deletions(
     if not deletions:
         return plan, []
     params = _params()
-    with KintoneHook(settings.KINTONE_CONN_ID, language=config.language).get_client() as client:
-        ps_records = client.get_all_records(config.permission_sets_app_id)
-        asg_records = client.get_all_records(config.assignments_app_id)
+    ps_records, asg_records, cache = _read_kintone(config, full=False)  # changes since extract_kintone
     desired = parse_desired_state(ps_records, asg_records, config)
+    _save_state(AuditStore(config.audit_path), KINTONE_CACHE_STATE, cache, compact=True)
     observed = resolve_principals(clients, observed, desired)
     fresh, _ = _compute_plan(desired, observed, config, params, _plan_memory(AuditStore(config.audit_path)))
     still = {op.key for op in fresh.of_kind(*guard.DELETIONS)}
@@ -503,9 +595,9 @@ def _refuse_stale(plan: Plan, config: SyncConfig) -> None:
         raise RuntimeError(refusal)
 
 
-def apply_permission_sets(validated: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
-    """Applies against the observed state the plan was computed from (``diff["observed"]``: principals
-    resolved, adopted sets already marked managed)."""
+def apply_permission_sets(validated: dict[str, Any], observed_out: dict[str, Any]) -> dict[str, Any]:
+    """Applies against the observed state the plan was computed from (principals resolved, adopted sets
+    already marked managed)."""
     from idc_sync.apply import apply_permission_sets as apply_sets
     from idc_sync.apply import permission_set_arns
 
@@ -518,17 +610,18 @@ def apply_permission_sets(validated: dict[str, Any], diff: dict[str, Any]) -> di
         return {"results": [], "ps_arns": {}}
     config = _config()
     _refuse_stale(plan, config)
-    observed = ObservedState.model_validate(diff["observed"])
-    clients = IdcHook(settings.AWS_CONN_ID).get_clients()
+    observed = ObservedState.model_validate(observed_out["observed"])
+    clients = _clients(config)
     results = apply_sets(clients, plan, observed, config, log=log)
     ps_arns = permission_set_arns(plan, observed, results)  # observed + creates that fully succeeded
     _log_results("permission set", results)
+    _record_applied(config, plan, results)
     return {"results": [r.model_dump(mode="json") for r in results], "ps_arns": ps_arns}
 
 
 def apply_assignments(
     validated: dict[str, Any],
-    diff: dict[str, Any],
+    observed_out: dict[str, Any],
     applied_sets: dict[str, Any],
     guard_out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -546,8 +639,11 @@ def apply_assignments(
         return {"results": [], "withheld": bool(withheld), "skipped": []}
     config = _config()
     _refuse_stale(plan, config)
-    observed = ObservedState.model_validate(diff["observed"])
-    clients = IdcHook(settings.AWS_CONN_ID).get_clients()
+    observed = ObservedState.model_validate(observed_out["observed"])
+    plan, unread = guard.withhold_unread_deletions(plan, observed)
+    for skipped in unread:
+        log.error("%s: %s", skipped.key, skipped.reason)
+    clients = _clients(config)
     plan, unconfirmed = _confirm_deletions(clients, plan, observed, config)
     from idc_sync.apply import ApplyOptions
 
@@ -564,15 +660,30 @@ def apply_assignments(
         options=ApplyOptions(confirm_creates=retry),
     )
     _log_results("assignment", results)
+    _record_applied(config, plan, results)
     return {
         "results": [r.model_dump(mode="json") for r in results],
         "withheld": bool(withheld),
         "skipped": [s.model_dump(mode="json") for s in withheld],
         "unconfirmed_deletions": unconfirmed,
+        "unread_deletions": [s.key for s in unread],
         "approval": {
             k: (guard_out or {}).get(k) for k in ("status", "message", "fingerprint", "approval_run_id")
         },
     }
+
+
+def _record_applied(config: SyncConfig, plan: Plan, results: list[OpResult]) -> None:
+    """Fold what was applied into the observed-state cache (``observed_cache.record_applied``), so the
+    next run plans on it without reading it again. Losing this costs calls, never access."""
+    from idc_sync.observed_cache import ObservedCache, record_applied
+
+    if not any(r.done for r in results):
+        return
+    store = AuditStore(config.audit_path)
+    cache = _load_state(store, OBSERVED_CACHE_STATE, ObservedCache, "the next run plans those changes again")
+    if cache is not None and record_applied(cache, plan, results):
+        _save_state(store, OBSERVED_CACHE_STATE, cache, compact=True)
 
 
 def _log_results(what: str, results: list[OpResult]) -> None:
@@ -589,7 +700,7 @@ TASK_ORDER = (
     "scim_health",
     "scim_verdict",
     "extract_kintone",
-    "snapshot_idc",
+    "observe_idc",
     "compute_diff",
     "validate_policies",
     "deletion_guard",
@@ -781,7 +892,7 @@ def notify() -> dict[str, Any]:
         "comments_sent": comments_sent,
         "slack_sent": bool(slack_sent),
         "scim_alert": scim_alert,
-        "adopted": (diff or {}).get("adopted", []),
+        "adopted": (ti.xcom_pull(task_ids="observe_idc", key=OBSERVE_SUMMARY_XCOM) or {}).get("adopted", []),
         "deletions_withheld": withheld_items,
     }
     location = store.write_run(dag_run.run_id, artifact, try_number=ti.try_number)

@@ -166,3 +166,70 @@ def _secrets(harness):
     out = [tok for app in w.kintone.apps.values() for tok in app.api_tokens]
     out += list(w.entra.clients.values())
     return [s for s in out if s]
+
+
+def test_large_xcoms_are_stored_by_reference_and_the_second_run_reads_from_the_cache(harness, monkeypatch):
+    """State by reference: with Airflow's object-storage XCom backend (tests/conftest.py lowers its
+    threshold to 2 KB so the demo's observed state counts as large), the metadata database holds only small values; the cache of the
+    observed state makes the second run read a fraction of the first run's assignment lists."""
+    import json
+
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    sweep = {"sweep_min_calls_per_run": 3, "sweep_max_calls_per_run": 3}
+    monkeypatch.setenv("IDC_SYNC_CONFIG", json.dumps({"audit_path": str(harness.audit), **sweep}))
+    assert _state(harness.run(allow_mass_delete=True)) == "success"
+    assert _state(harness.run()) == "success"  # re-reads what the first run changed
+    harness.sandbox.calls.clear()
+    run = harness.run()
+    assert _state(run) == "success"
+    assert harness.writes() == []
+
+    with create_session() as session:
+        rows = session.query(XComModel).filter(XComModel.run_id == run.run_id).all()
+        sizes = {(r.task_id, r.key): len(str(r.value)) for r in rows}
+    observed = sizes[("observe_idc", "return_value")]
+    assert observed < 1024, sizes  # a path to the object store, not the state itself
+    assert sum(sizes.values()) < 64 * 1024, sizes
+    # each value is written once (no multiple_outputs copies of the keys beside return_value)
+    assert not {"plan", "observed", "problems", "results", "report"} & {k[1] for k in sizes}, sizes
+    # the no-change run re-read only what the sweep picked (3 calls' worth), not every pair
+    cache = json.loads((harness.audit / "state" / "observed_cache.json").read_text())
+    incremental_reads = len(harness.sandbox.calls.calls("sso-admin", "ListAccountAssignments"))
+    assert incremental_reads <= 3 < len(cache["pairs"]), (incremental_reads, len(cache["pairs"]))
+
+
+def test_a_sync_cut_by_the_apply_budget_is_continued_by_the_next_run_without_duplicates(harness, monkeypatch):
+    """Apply across runs: a first sync larger than apply's time budget applies what fits, defers the rest
+    (not a failure) and the next run continues from the observed-state cache; every assignment is
+    created exactly once, and the requester's newest record goes first."""
+    import json
+    from collections import Counter
+
+    harness.sandbox.config.async_latency_seconds = 0.3
+    budget = {"audit_path": str(harness.audit), "apply_budget_seconds": 0.5}
+    monkeypatch.setenv("IDC_SYNC_CONFIG", json.dumps(budget))
+    run = harness.run(allow_mass_delete=True)
+    assert _state(run) == "success"
+    first = harness.last_audit()
+    statuses = Counter(r["status"] for r in first["results"] if r["kind"] == "create_assignment")
+    assert statuses["deferred"] > 0 and statuses["failed"] == 0, statuses
+    assert first["outcome"]["deferred"] == sum(r["status"] == "deferred" for r in first["results"])
+
+    monkeypatch.setenv("IDC_SYNC_CONFIG", json.dumps({"audit_path": str(harness.audit)}))
+    runs = 1
+    while harness.last_audit()["outcome"]["deferred"] and runs < 5:
+        assert _state(harness.run(allow_mass_delete=True)) == "success"
+        runs += 1
+    assert harness.last_audit()["outcome"]["deferred"] == 0
+
+    creates = Counter(
+        (c.params.get("TargetId"), c.params.get("PermissionSetArn"), c.params.get("PrincipalId"))
+        for c in harness.sandbox.calls.calls("sso-admin", "CreateAccountAssignment")
+        if c.status == 200
+    )
+    assert creates and max(creates.values()) == 1, [k for k, n in creates.items() if n > 1]
+    harness.sandbox.calls.clear()
+    assert _state(harness.run()) == "success"
+    assert harness.writes() == []  # converged

@@ -36,7 +36,7 @@ import pytest
 import requests
 
 from idc_sandbox import graph
-from idc_sandbox.connections import airflow_connection_env
+from idc_sandbox.connections import airflow_connection_env, object_storage_xcom_env
 from idc_sandbox.core import Sandbox, SandboxConfig
 from idc_sandbox.seed import load_named_seed, load_seed
 from idc_sandbox.server import SandboxServer, free_port
@@ -241,6 +241,7 @@ def airflow_stack(
                 "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the runs this test triggers
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+                **object_storage_xcom_env(str(home / "xcom")),
                 "IDC_SYNC_CONFIG": json.dumps({"audit_path": str(audit), **(config or {})}),
                 **airflow_connection_env(
                     server.url, sandbox=sandbox, airflow_url=airflow_url, airflow_password=password

@@ -590,26 +590,26 @@ def test_apply_refuses_a_plan_made_from_old_reads(harness, monkeypatch):
 
     class Clock(dt.datetime):
         @classmethod
-        def now(cls, tz: Any = None) -> Any:  # the read stamps only (extract_kintone / snapshot_idc)
+        def now(cls, tz: Any = None) -> Any:  # the read stamps only (extract_kintone / observe_idc)
             return real_now(tz) - dt.timedelta(minutes=30)
 
-    original_extract, original_snapshot = steps.extract_kintone, steps.snapshot_idc
+    original_extract, original_observe = steps.extract_kintone, steps.observe_idc
 
     old_dt = SimpleNamespace(**{k: getattr(dt, k) for k in dir(dt) if not k.startswith("__")})
     old_dt.datetime = Clock
 
     def with_old_clock(fn: Any) -> Any:
-        def run() -> Any:
+        def run(*args: Any) -> Any:
             monkeypatch.setattr(steps, "dt", old_dt)  # this module's clock only, while reading
             try:
-                return fn()
+                return fn(*args)
             finally:
                 monkeypatch.setattr(steps, "dt", dt)
 
         return run
 
     monkeypatch.setattr(steps, "extract_kintone", with_old_clock(original_extract))
-    monkeypatch.setattr(steps, "snapshot_idc", with_old_clock(original_snapshot))
+    monkeypatch.setattr(steps, "observe_idc", with_old_clock(original_observe))
     monkeypatch.setenv(
         "IDC_SYNC_CONFIG", json.dumps({"audit_path": str(harness.audit), "max_plan_age_minutes": 20})
     )
@@ -647,7 +647,7 @@ def test_short_kintone_read_fails_extract_and_deletes_nothing(harness):
         FaultRule(service="kintone", kind="short_read", operation="records/cursor.json")
     )
 
-    run = harness.run()
+    run = harness.run(full_resync=True)  # a full read goes through the cursor
 
     assert _state(run) == "failed"
     states = _task_states(run)
@@ -659,6 +659,21 @@ def test_short_kintone_read_fails_extract_and_deletes_nothing(harness):
     audit = str(harness.last_audit())  # the run's record says what happened and what to do
     assert f"kintone announced 6 records in app {ps_app} but the cursor returned 5" in audit
     assert "nothing was planned; re-run" in audit
+
+
+def test_short_incremental_kintone_read_never_looks_like_deleted_records(harness):
+    """The incremental read (records.json pages) returning fewer records than announced falls back to a
+    full read; nothing is deleted because of it."""
+    assert _state(harness.run(allow_mass_delete=True)) == "success"
+    before = harness.assignments()
+    harness.sandbox.calls.clear()
+    harness.sandbox.faults.add(FaultRule(service="kintone", kind="short_read", operation="records.json"))
+
+    run = harness.run()
+
+    assert _state(run) == "success"
+    assert [c for c in harness.writes() if c.operation.startswith("Delete")] == []
+    assert harness.assignments() == before
 
 
 def test_empty_assignments_app_is_a_guard_breach_and_deletes_nothing(harness):

@@ -4,19 +4,27 @@ The sandbox enforces what the pipeline has to live with: one in-flight async ope
 (ConflictException), 10 outstanding assignment operations / 3 provisionings (ThrottlingException), the
 management account refused to a delegated administrator, async requests that stay IN_PROGRESS for a while.
 Faults (conflicts, throttling, FAILED async requests) are injected on top.
+
+The time-budget tests run the sandbox on a :class:`ManualClock` that apply's own waits advance
+(``ApplyOptions(clock=..., sleep=clock.advance)``): async latency and the deadline pass by events, not by
+sleeping, and the assertions are about counts and states, never about durations.
 """
 
 from __future__ import annotations
 
 import dataclasses as dc
+import random
+import time
+import types
 import uuid
 from collections import Counter
 
 import boto3
+import botocore.endpoint
 import pytest
 
 from idc_sandbox.aws_sso_admin import add_assignment_direct, create_permission_set_direct
-from idc_sandbox.core import FaultRule, Sandbox
+from idc_sandbox.core import FaultRule, ManualClock, Sandbox
 from idc_sandbox.state import Account, User
 from idc_sync.apply import (
     ApplyOptions,
@@ -31,6 +39,7 @@ from idc_sync.model import (
     Account as AccountModel,
 )
 from idc_sync.model import (
+    AssignmentState,
     ObservedState,
     Operation,
     OpKind,
@@ -44,7 +53,7 @@ RO = "arn:aws:iam::aws:policy/ReadOnlyAccess"
 VIEW = "arn:aws:iam::aws:policy/job-function/ViewOnlyAccess"
 INLINE = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"}]}'
 ACCOUNTS = [f"30000000000{i}" for i in range(5)]
-FAST = ApplyOptions(poll_initial=0.1, poll_max=0.5, backoff_base=0.2, backoff_max=2.0)
+FAST = ApplyOptions(poll_initial=0.1, poll_interval=0.1, poll_max=0.5, backoff_base=0.2, backoff_max=2.0)
 
 
 @pytest.fixture
@@ -92,9 +101,20 @@ def observed_of(sandbox: Sandbox, users: dict[str, str]) -> ObservedState:
                 managed=ps.tags.get("managed-by") == "idc-sync",
                 provisioned_accounts=sorted(a for a, arn in ic.provisioned if arn == ps.arn),
             )
+        managed = {ps.arn for ps in ic.permission_sets.values() if ps.tags.get("managed-by") == "idc-sync"}
         return ObservedState(
             instance_arn=ic.instance_arn,
             identity_store_id=sandbox.world.identity_store.id,
+            assignments=[
+                AssignmentState(
+                    account_id=a.account_id,
+                    permission_set_arn=a.permission_set_arn,
+                    principal_type=a.principal_type,  # type: ignore[arg-type]
+                    principal_id=a.principal_id,
+                )
+                for a in ic.assignments
+                if a.permission_set_arn in managed
+            ],
             org=OrgSnapshot(
                 management_account_id=org.management_account_id,
                 root_id=org.root_id,
@@ -178,6 +198,7 @@ def test_create_and_assign_converges_under_faults_and_rerun_has_no_duplicates(
         "already_in_place": 0,
         "failed": 0,
         "skipped": 0,
+        "deferred": 0,
     }, [r.message for r in asg_results if r.status != "succeeded"]
     assert any(r.attempts > 1 for r in asg_results)  # conflicts were met and retried
     ic = sandbox.world.identity_center
@@ -216,7 +237,13 @@ def test_async_failures_are_reported_and_others_succeed(
     plan = dev_plan(world)
     before = observed_of(sandbox, world)
     _, asg_results = run(clients, plan, before)
-    assert count_by_status(asg_results) == {"succeeded": 27, "already_in_place": 0, "failed": 3, "skipped": 0}
+    assert count_by_status(asg_results) == {
+        "succeeded": 27,
+        "already_in_place": 0,
+        "failed": 3,
+        "skipped": 0,
+        "deferred": 0,
+    }
     for r in asg_results:
         if r.status == "failed":
             assert "FAILED: Received a 403 status error" in r.message
@@ -286,9 +313,13 @@ def test_update_then_provision_reaches_accounts(
         FaultRule(service="sso-admin", kind="conflict", operation="ProvisionPermissionSet", rate=0.3)
     )
     results = apply_permission_sets(clients, Plan(operations=ops), before, SyncConfig(), options=FAST)
-    assert count_by_status(results) == {"succeeded": 6, "already_in_place": 0, "failed": 0, "skipped": 0}, [
-        r.message for r in results
-    ]
+    assert count_by_status(results) == {
+        "succeeded": 6,
+        "already_in_place": 0,
+        "failed": 0,
+        "skipped": 0,
+        "deferred": 0,
+    }, [r.message for r in results]
     ic = sandbox.world.identity_center
     ps = ic.permission_sets[arn]
     assert ps.session_duration == "PT4H" and ps.managed_policies == [VIEW] and ps.inline_policy == INLINE
@@ -318,16 +349,26 @@ def test_delete_assignments_then_permission_set(
     results = apply_assignments(
         clients, Plan(operations=ops), before, SyncConfig(), ps_arns={"Old": arn}, options=FAST
     )
-    assert count_by_status(results) == {"succeeded": 31, "already_in_place": 0, "failed": 0, "skipped": 0}, [
-        r.message for r in results if r.status != "succeeded"
-    ]
+    assert count_by_status(results) == {
+        "succeeded": 31,
+        "already_in_place": 0,
+        "failed": 0,
+        "skipped": 0,
+        "deferred": 0,
+    }, [r.message for r in results if r.status != "succeeded"]
     assert results[-1].kind == OpKind.DELETE_PERMISSION_SET
     assert arn not in sandbox.world.identity_center.permission_sets
     # Re-run: everything is already gone, still no error, and reported as such (not as 31 changes).
     again = apply_assignments(
         clients, Plan(operations=ops), before, SyncConfig(), ps_arns={"Old": arn}, options=FAST
     )
-    assert count_by_status(again) == {"succeeded": 0, "already_in_place": 31, "failed": 0, "skipped": 0}
+    assert count_by_status(again) == {
+        "succeeded": 0,
+        "already_in_place": 31,
+        "failed": 0,
+        "skipped": 0,
+        "deferred": 0,
+    }
 
 
 def test_retried_apply_reports_already_in_place_not_succeeded(
@@ -347,7 +388,199 @@ def test_retried_apply_reports_already_in_place_not_succeeded(
     arns = permission_set_arns(plan, before, ps_again)
     retry = dc.replace(FAST, confirm_creates=True)
     again = apply_assignments(clients, plan, before, config, ps_arns=arns, options=retry)
-    assert count_by_status(again) == {"succeeded": 0, "already_in_place": 30, "failed": 0, "skipped": 0}
+    assert count_by_status(again) == {
+        "succeeded": 0,
+        "already_in_place": 30,
+        "failed": 0,
+        "skipped": 0,
+        "deferred": 0,
+    }
     assert not sandbox.calls.calls("sso-admin", "CreateAccountAssignment")
     lists = sandbox.calls.calls("sso-admin", "ListAccountAssignments")
     assert len(lists) == len({c.params["AccountId"] for c in lists})  # one read per (account, set)
+
+
+# --------------------------------------------------------------------------- List*Status, time budget, retries
+BIG_ACCOUNTS = [f"40000000{i:04d}" for i in range(20)]
+CREATES = {"ListAccountAssignmentCreationStatus", "DescribeAccountAssignmentCreationStatus"}
+
+
+@pytest.fixture
+def manual(sandbox: Sandbox) -> ManualClock:
+    """The sandbox on a clock that only apply's waits move: async requests take 1 s of it.
+
+    Its 20 req/s bucket is lifted: on this clock it would refill only while apply waits for a request,
+    and botocore's backoff after a throttle sleeps on the real clock (the rate is the benchmark's
+    business, at real time); the outstanding-operations limit (10) and the per-account conflicts stay.
+    """
+    clock = ManualClock()
+    sandbox.clock = clock
+    sandbox.config.async_latency_seconds = 1.0
+    sandbox.config.rate_limits["sso-admin"] = 0
+    return clock
+
+
+@pytest.fixture
+def unpaced(sandbox_url: str) -> IdcClients:
+    """Clients without the client-side pacer (it paces on the real clock)."""
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    return IdcClients.from_session(session, endpoint_url=sandbox_url, max_rps={"sso_admin": None})
+
+
+@pytest.fixture
+def big_world(sandbox: Sandbox) -> dict[str, str]:
+    """20 member accounts, 3 users and the managed permission set Dev: 60 assignments to make."""
+    users: dict[str, str] = {}
+    with sandbox.lock:
+        org = sandbox.world.organization
+        org.accounts[org.management_account_id] = Account(
+            org.management_account_id, "management", "mgmt@example.com", org.root_id
+        )
+        for i, acc in enumerate(BIG_ACCOUNTS):
+            org.accounts[acc] = Account(acc, f"big-{i}", f"b{i}@example.com", org.root_id)
+        for i in range(3):
+            uid = str(uuid.UUID(int=100 + i))
+            sandbox.world.identity_store.users[uid] = User(uid, f"big{i}", f"Big {i}")
+            users[f"big{i}"] = uid
+    create_permission_set_direct(sandbox, "Dev", tags={"managed-by": "idc-sync"})
+    return users
+
+
+def big_plan(sandbox: Sandbox, users: dict[str, str]) -> Plan:
+    arn = sandbox.world.identity_center.permission_sets
+    [dev] = [ps.arn for ps in arn.values() if ps.name == "Dev"]
+    return Plan(
+        operations=[
+            Operation(
+                key=f"create_assignment:{acc}:Dev:USER:{name}",
+                kind=OpKind.CREATE_ASSIGNMENT,
+                permission_set_name="Dev",
+                permission_set_arn=dev,
+                account_id=acc,
+                principal_type="USER",
+                principal_id=uid,
+                principal_name=name,
+            )
+            for acc in BIG_ACCOUNTS
+            for name, uid in users.items()
+        ]
+    )
+
+
+def manual_options(clock: ManualClock) -> ApplyOptions:
+    """Apply's waits advance the manual clock (and yield 2 ms for real, so that the workers interleave
+    with the polling thread as they would at 1 s per request: no assertion depends on it)."""
+
+    def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        time.sleep(0.002)
+
+    return ApplyOptions(clock=clock.monotonic, sleep=sleep, rng=random.Random(3))
+
+
+def in_flight(sandbox: Sandbox) -> list[str]:
+    with sandbox.lock:
+        return [
+            r.request_id for r in sandbox.world.identity_center.requests.values() if r.status == "IN_PROGRESS"
+        ]
+
+
+def test_outstanding_requests_are_followed_with_list_status(
+    sandbox: Sandbox, manual: ManualClock, unpaced: IdcClients, big_world: dict[str, str]
+) -> None:
+    """60 creations, 10 outstanding at a time: a List*Status round follows all of them; Describe is the
+    exception (the request the list no longer shows), not two or more per request as before."""
+    plan = big_plan(sandbox, big_world)
+    config = SyncConfig(apply_budget_seconds=None)
+    results = apply_assignments(
+        unpaced, plan, observed_of(sandbox, big_world), config, ps_arns={}, options=manual_options(manual)
+    )
+    assert count_by_status(results)["succeeded"] == 60, [r.message for r in results if not r.done]
+    calls = Counter(c.operation for c in sandbox.calls.calls("sso-admin") if c.error is None)
+    assert calls["CreateAccountAssignment"] == 60
+    lists = calls["ListAccountAssignmentCreationStatus"]
+    describes = calls["DescribeAccountAssignmentCreationStatus"]
+    assert lists > 0
+    assert lists + describes < 60  # status calls per operation < 1 (one Describe each would be 60)
+    assert len(sandbox.world.identity_center.assignments) == 60
+    assert not in_flight(sandbox)
+    # never more than 10 outstanding (ThrottlingException) nor two in one account (ConflictException)
+    assert not [c for c in sandbox.calls.calls("sso-admin") if c.error]
+
+
+def test_budget_cut_leaves_nothing_in_flight_and_the_next_apply_finishes_without_duplicates(
+    sandbox: Sandbox, manual: ManualClock, unpaced: IdcClients, big_world: dict[str, str]
+) -> None:
+    plan = big_plan(sandbox, big_world)
+    # Run 1: a 1.5 s budget (on the manual clock) for 60 operations of 1 s each, 10 at a time.
+    first = apply_assignments(
+        unpaced,
+        plan,
+        observed_of(sandbox, big_world),
+        SyncConfig(apply_budget_seconds=1.5),
+        ps_arns={},
+        options=manual_options(manual),
+    )
+    counts = count_by_status(first)
+    assert counts["failed"] == counts["skipped"] == 0, [r.message for r in first if not r.done]
+    assert counts["succeeded"] >= 1 and counts["deferred"] >= 1
+    assert counts["succeeded"] + counts["deferred"] == 60
+    assert not in_flight(sandbox)  # every request started was awaited to its end
+    creates = [c for c in sandbox.calls.calls("sso-admin", "CreateAccountAssignment") if c.error is None]
+    assert len(creates) == counts["succeeded"]  # nothing started for a deferred operation
+    assert len(sandbox.world.identity_center.assignments) == counts["succeeded"]
+
+    # Run 2: the same plan against the state observed now.
+    second = apply_assignments(
+        unpaced,
+        plan,
+        observed_of(sandbox, big_world),
+        SyncConfig(apply_budget_seconds=None),
+        ps_arns={},
+        options=manual_options(manual),
+    )
+    done_before = {r.key for r in first if r.status == "succeeded"}
+    assert {r.key for r in second if r.status == "already_in_place"} == done_before
+    assert {r.key for r in second if r.status == "succeeded"} == {
+        r.key for r in first if r.status == "deferred"
+    }
+    assert len(sandbox.world.identity_center.assignments) == 60
+    made = Counter(
+        (c.params["TargetId"], c.params["PrincipalId"])
+        for c in sandbox.calls.calls("sso-admin", "CreateAccountAssignment")
+        if c.error is None
+    )
+    assert len(made) == 60 and set(made.values()) == {1}  # each assignment created exactly once
+    assert not in_flight(sandbox)
+
+
+def test_a_throttled_call_is_retried_by_botocore_only(
+    sandbox: Sandbox, sandbox_url: str, world: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One retry layer: botocore (here 3 retries = 4 attempts) retries ThrottlingException; apply does not
+    retry it again on top (before: 4 x max_attempts requests for one throttled call)."""
+    slept: list[float] = []
+    monkeypatch.setattr(botocore.endpoint, "time", types.SimpleNamespace(sleep=slept.append))
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    clients = IdcClients.from_session(
+        session, endpoint_url=sandbox_url, retries={"max_attempts": 3}, max_rps={"sso_admin": None}
+    )
+    arn = create_permission_set_direct(sandbox, "Dev", tags={"managed-by": "idc-sync"})
+    sandbox.faults.add(FaultRule(service="sso-admin", kind="throttle", operation="CreateAccountAssignment"))
+    op = assignment_ops(world)[0]
+    [result] = apply_assignments(
+        clients,
+        Plan(operations=[op]),
+        observed_of(sandbox, world),
+        SyncConfig(),
+        ps_arns={"Dev": arn},
+        options=FAST,
+    )
+    assert result.status == "failed"
+    assert result.message.startswith("ThrottlingException") and "after 4 attempts" in result.message
+    assert len(sandbox.calls.calls("sso-admin", "CreateAccountAssignment")) == 4
+    assert len(slept) == 3  # botocore's own backoff, between its attempts

@@ -425,6 +425,61 @@ def test_short_read_fault_returns_fewer_records_than_announced(demo: str, sandbo
     assert all(c.status == 200 for c in sandbox.calls.calls("kintone"))
 
 
+def test_short_read_fault_on_records_json_keeps_the_total_count(demo: str, sandbox: Sandbox) -> None:
+    """``short_read`` on ``records.json``: one page lacks its last record; totalCount still counts it."""
+    sandbox.faults.add(FaultRule("kintone", "short_read", operation="records.json", count=1))
+    params = {"app": 2, "query": "order by $id asc limit 5", "totalCount": "true", "fields[0]": "$id"}
+    short = get(demo, "records.json", params).json()
+    assert [r["$id"]["value"] for r in short["records"]] == ["1", "2", "3", "4"]
+    assert short["totalCount"] == "17"
+    whole = get(demo, "records.json", params).json()  # the rule fired once
+    assert [r["$id"]["value"] for r in whole["records"]] == ["1", "2", "3", "4", "5"]
+    assert all(c.status == 200 for c in sandbox.calls.calls("kintone"))
+
+
+def test_queries_of_an_incremental_reader(demo: str, sandbox: Sandbox) -> None:
+    """What ``idc_sync.kintone_incremental`` asks: the newest record by update time with the total, update
+    time ``>=`` a minute (stamps are whole minutes, so a record saved later in that minute matches), keyset
+    paging on ``$id`` with only ``$id``/``$revision``, and ``$id in (...)``."""
+    sandbox.clock = ManualClock(start=1_800_000_000.0)  # 2027-01-15T08:00:00Z
+    minute = sandbox.now().strftime("%Y-%m-%dT%H:%M:00Z")
+    sandbox.clock.advance(42)
+    kintone.update_record(sandbox, 2, 5, {"reason": "edited"}, user_code="alice@example.com")
+    kintone.update_record(sandbox, 2, 3, {"reason": "edited"}, user_code="alice@example.com")
+    r = get(
+        demo,
+        "records.json",
+        {"app": 2, "query": "order by Updated_datetime desc, $id desc limit 1", "totalCount": "true"},
+    )
+    body = r.json()
+    assert (body["totalCount"], body["records"][0]["$id"]["value"]) == ("17", "5")
+    assert body["records"][0]["Updated_datetime"]["value"] == minute  # 08:00:42 is stamped 08:00
+    assert len(body["records"][0]) == len(sandbox.world.kintone.apps[2].fields) + 2  # every field
+    since = f'Updated_datetime >= "{minute}"'
+    r = get(demo, "records.json", {"app": 2, "query": f"{since} order by $id asc limit 500"})
+    assert [x["$id"]["value"] for x in r.json()["records"]] == ["3", "5"]
+    r = get(demo, "records.json", {"app": 2, "query": f"{since} and $id > 3 order by $id asc limit 500"})
+    assert [x["$id"]["value"] for x in r.json()["records"]] == ["5"]
+    params = {
+        "app": 2,
+        "query": "$id > 10 and $id <= 15 order by $id asc limit 2",
+        "totalCount": "true",
+        "fields[0]": "$id",
+        "fields[1]": "$revision",
+    }
+    body = get(demo, "records.json", params).json()
+    assert body["totalCount"] == "5"
+    assert body["records"] == [
+        {"$id": {"type": "__ID__", "value": "11"}, "$revision": {"type": "__REVISION__", "value": "1"}},
+        {"$id": {"type": "__ID__", "value": "12"}, "$revision": {"type": "__REVISION__", "value": "1"}},
+    ]
+    r = get(demo, "records.json", {"app": 2, "query": "$id in (3, 5, 99) order by $id asc limit 100"})
+    assert [(x["$id"]["value"], x["$revision"]["value"]) for x in r.json()["records"]] == [
+        ("3", "2"),
+        ("5", "2"),
+    ]
+
+
 def test_concurrency_limit(demo: str, sandbox: Sandbox) -> None:
     """Requests in flight are counted per sandbox; the one over the limit is refused. The two requests
     already running are set up as state (not by hoping real threads overlap), so the count is exact."""

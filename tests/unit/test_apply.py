@@ -8,6 +8,7 @@ a barrier (``FakeSso.meet``), not by hoping threads overlap in time.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
 import random
@@ -25,6 +26,7 @@ from idc_sync.apply import (
     apply_permission_set_deletions,
     apply_permission_sets,
     count_by_status,
+    order_assignment_operations,
     permission_set_arns,
 )
 from idc_sync.config import SyncConfig
@@ -38,6 +40,7 @@ from idc_sync.model import (
     PermissionSetSpec,
     PermissionSetState,
     Plan,
+    RecordRef,
 )
 
 INSTANCE = "arn:aws:sso:::instance/ssoins-0000000000000001"
@@ -87,7 +90,9 @@ class FakeSso:
         self.assignments: set[tuple[str, str, str, str]] = set()
         self.requests: dict[str, dict[str, Any]] = {}
         # scripting
-        self.polls_in_progress = 2  # IN_PROGRESS answers before the terminal state
+        self.polls_in_progress = 2  # looks (Describe, or a List*Status round) answered IN_PROGRESS
+        self.list_recent: int | None = None  # List*Status shows only this many most recent requests
+        self.list_newest_first = False  # List*Status order (the API documents none)
         self.errors: dict[str, list[str]] = defaultdict(list)  # operation -> queue of error codes to raise
         self.always: dict[str, str] = {}  # operation -> error code raised every time
         self.fail_accounts: dict[str, str] = {}  # account -> FailureReason (async ends FAILED)
@@ -161,35 +166,69 @@ class FakeSso:
                 "account": account,
                 "payload": payload,
                 "polls": self.polls_in_progress,
-                "done": False,
+                "status": "IN_PROGRESS",
+                "reason": None,
+                "seq": len(self.requests),
             }
         if meet and self.rendezvous is not None:
             self.rendezvous.wait()  # outstanding together with the other parties
         return self._status(rid, first=True)
 
+    def _look(self, rid: str, *, count: bool = True) -> None:
+        """One look at a request (under the lock): the n-th look (n = polls_in_progress) ends it."""
+        req = self.requests[rid]
+        if req["status"] != "IN_PROGRESS":
+            return
+        if count:
+            req["polls"] -= 1
+        if self.never_finish or req["polls"] > 0:
+            return
+        reason = self.fail_accounts.get(req["account"])
+        if reason:
+            req.update(status="FAILED", reason=reason)
+        else:
+            req["status"] = "SUCCEEDED"
+            if req["kind"] == "create":
+                self.assignments.add(req["payload"])
+            elif req["kind"] == "delete":
+                self.assignments.discard(req["payload"])
+        self.outstanding_by_account[req["account"]] -= 1
+        self.outstanding -= 1
+        if req["kind"] == "provision":
+            self.provision_outstanding -= 1
+
     def _status(self, rid: str, first: bool = False) -> dict[str, Any]:
-        """The creating call answers IN_PROGRESS; the n-th Describe (n = polls_in_progress) is terminal."""
+        """The creating call answers IN_PROGRESS; the n-th look (Describe or List round) is terminal."""
         with self.lock:
+            self._look(rid, count=not first)
             req = self.requests[rid]
-            if not first:
-                req["polls"] -= 1
-            status = "IN_PROGRESS" if self.never_finish or req["polls"] > 0 else "SUCCEEDED"
-            out = {"Status": status, "RequestId": rid}
-            if status != "IN_PROGRESS":
-                reason = self.fail_accounts.get(req["account"])
-                if reason:
-                    out.update(Status="FAILED", FailureReason=reason)
-                elif req["kind"] == "create":
-                    self.assignments.add(req["payload"])
-                elif req["kind"] == "delete":
-                    self.assignments.discard(req["payload"])
-                if not req["done"]:
-                    req["done"] = True
-                    self.outstanding_by_account[req["account"]] -= 1
-                    self.outstanding -= 1
-                    if req["kind"] == "provision":
-                        self.provision_outstanding -= 1
+            out = {"Status": req["status"], "RequestId": rid}
+            if req["reason"]:
+                out["FailureReason"] = req["reason"]
             return out
+
+    def _list_status(self, kind: str, p: dict[str, Any], key: str) -> dict[str, Any]:
+        """List*Status: every listed call is one look at each outstanding request of that kind."""
+        with self.lock:
+            mine = [rid for rid, req in self.requests.items() if req["kind"] == kind]
+            for rid in mine:
+                self._look(rid)
+            if self.list_recent is not None:
+                mine = mine[-self.list_recent :] if self.list_recent else []
+            if self.list_newest_first:
+                mine.reverse()
+            wanted = (p.get("Filter") or {}).get("Status")
+            items = [
+                {"Status": self.requests[rid]["status"], "RequestId": rid, "CreatedDate": 0}
+                for rid in mine
+                if wanted is None or self.requests[rid]["status"] == wanted
+            ]
+        start = int(p.get("NextToken") or 0)
+        size = int(p.get("MaxResults") or 100)
+        out: dict[str, Any] = {key: items[start : start + size]}
+        if start + size < len(items):
+            out["NextToken"] = str(start + size)
+        return out
 
     # -------------------------------------------------------------- assignments
     def create_account_assignment(self, **p: Any) -> dict[str, Any]:
@@ -200,6 +239,14 @@ class FakeSso:
     def describe_account_assignment_creation_status(self, **p: Any) -> dict[str, Any]:
         self._enter("DescribeAccountAssignmentCreationStatus", p)
         return {"AccountAssignmentCreationStatus": self._status(p["AccountAssignmentCreationRequestId"])}
+
+    def list_account_assignment_creation_status(self, **p: Any) -> dict[str, Any]:
+        self._enter("ListAccountAssignmentCreationStatus", p)
+        return self._list_status("create", p, "AccountAssignmentsCreationStatus")
+
+    def list_account_assignment_deletion_status(self, **p: Any) -> dict[str, Any]:
+        self._enter("ListAccountAssignmentDeletionStatus", p)
+        return self._list_status("delete", p, "AccountAssignmentsDeletionStatus")
 
     def delete_account_assignment(self, **p: Any) -> dict[str, Any]:
         self._enter("DeleteAccountAssignment", p)
@@ -429,6 +476,8 @@ def accounts(n: int, start: int = 200000000000) -> list[str]:
 
 # --------------------------------------------------------------------------- polling and retries
 def test_poll_in_progress_then_succeeded(fake: FakeSso, ft: FakeTime, opts: ApplyOptions) -> None:
+    """While the request is listed IN_PROGRESS nothing is sent for it alone; once it has left the list it
+    is described once (its outcome, a FailureReason if any)."""
     arn = fake.seed_ps("Dev")
     fake.polls_in_progress = 3
     plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
@@ -438,21 +487,84 @@ def test_poll_in_progress_then_succeeded(fake: FakeSso, ft: FakeTime, opts: Appl
     assert res.status == "succeeded", res.message
     assert res.request_id and res.request_id.startswith("req-")
     assert res.attempts == 1
-    assert fake.count("DescribeAccountAssignmentCreationStatus") == 3
-    # growing poll interval: 0.5, 0.75, 1.125
-    assert ft.sleeps[:3] == pytest.approx([0.5, 0.75, 1.125])
+    assert fake.count("ListAccountAssignmentCreationStatus") == 3
+    assert fake.count("DescribeAccountAssignmentCreationStatus") == 1
+    lists = [p for n, p in fake.calls if n == "ListAccountAssignmentCreationStatus"]
+    assert all(p["Filter"] == {"Status": "IN_PROGRESS"} and p["MaxResults"] == 100 for p in lists)
+    assert ft.sleeps[:3] == pytest.approx([0.5, 0.5, 0.5])  # one round per poll_interval
     assert ("200000000001", arn, "USER", "u-alice") in fake.assignments
 
 
-def test_poll_interval_is_capped(fake: FakeSso, ft: FakeTime, opts: ApplyOptions) -> None:
+def test_one_list_call_follows_many_requests(fake: FakeSso, opts: ApplyOptions) -> None:
+    """10 outstanding creations: each round is one List*Status for all of them, not 10 Describes; the
+    ones that ended together are settled from one page of SUCCEEDED requests."""
     arn = fake.seed_ps("Dev")
-    fake.polls_in_progress = 12
+    fake.polls_in_progress = 3
+    fake.meet(10)  # the ten are outstanding together by construction
+    ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(10)]
+    results = apply_assignments(
+        Clients(fake),
+        Plan(operations=ops),
+        observed(fake),
+        SyncConfig(assignment_concurrency=10),
+        ps_arns={"Dev": arn},
+        options=opts,
+    )
+    assert count_by_status(results)["succeeded"] == 10
+    describes = fake.count("DescribeAccountAssignmentCreationStatus")
+    lists = fake.count("ListAccountAssignmentCreationStatus")
+    assert describes + lists < 10  # before: at least 3 Describes per request (30)
+    assert len(fake.assignments) == 10
+
+
+def test_request_missing_from_the_list_is_described(fake: FakeSso, ft: FakeTime, opts: ApplyOptions) -> None:
+    """The list shows recent requests only: one it never shows is followed by Describe alone, with a
+    growing interval, and still ends as it should."""
+    arn = fake.seed_ps("Dev")
+    fake.polls_in_progress = 6
+    fake.list_recent = 0  # the list shows nothing
     plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
     [res] = apply_assignments(
         Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
     )
-    assert res.status == "succeeded"
+    assert res.status == "succeeded", res.message
+    describes = fake.count("DescribeAccountAssignmentCreationStatus")
+    lists = fake.count("ListAccountAssignmentCreationStatus")
+    assert 1 < describes < lists  # described when due (0.5, 0.75, 1.1 s ...), not every round
+
+
+def test_failed_request_gets_its_reason_from_describe(fake: FakeSso, opts: ApplyOptions) -> None:
+    """List items carry no FailureReason (botocore model): a request that ended FAILED is described."""
+    arn = fake.seed_ps("Dev")
+    fake.fail_accounts["200000000001"] = "Received a 403 status error: Access denied by IAM"
+    fake.list_newest_first = True
+    ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(3)]
+    results = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    assert [r.status for r in results] == ["succeeded", "failed", "succeeded"]
+    assert "FAILED: Received a 403 status error: Access denied by IAM" in results[1].message
+    described = [
+        p["AccountAssignmentCreationRequestId"]
+        for n, p in fake.calls
+        if n == "DescribeAccountAssignmentCreationStatus"
+    ]
+    assert results[1].request_id in described
+
+
+def test_poll_interval_slows_down_while_nothing_changes_and_is_capped(fake: FakeSso, ft: FakeTime) -> None:
+    """A request that stays IN_PROGRESS (a slow service): the rounds slow down to poll_max, so two
+    minutes cost a few dozen List calls, not one every 0.5 s."""
+    arn = fake.seed_ps("Dev")
+    fake.never_finish = True
+    opts = ApplyOptions(sleep=ft.sleep, clock=ft.clock, rng=random.Random(1))
+    cfg = SyncConfig(async_timeout_seconds=120)
+    plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
+    [res] = apply_assignments(Clients(fake), plan, observed(fake), cfg, ps_arns={"Dev": arn}, options=opts)
+    assert res.status == "failed" and "still IN_PROGRESS after 120s" in res.message
+    assert ft.sleeps[:10] == pytest.approx([0.5] * 10)
     assert max(ft.sleeps) == pytest.approx(5.0)
+    assert fake.count("ListAccountAssignmentCreationStatus") < 60  # 240 at a steady 0.5 s
 
 
 def test_conflict_retried_then_succeeds(fake: FakeSso, ft: FakeTime, opts: ApplyOptions) -> None:
@@ -587,7 +699,13 @@ def test_assignment_concurrency_bounds(fake: FakeSso, opts: ApplyOptions) -> Non
     results = apply_assignments(
         Clients(fake), Plan(operations=ops), observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
     )
-    assert count_by_status(results) == {"succeeded": 90, "already_in_place": 0, "failed": 0, "skipped": 0}
+    assert count_by_status(results) == {
+        "succeeded": 90,
+        "already_in_place": 0,
+        "failed": 0,
+        "skipped": 0,
+        "deferred": 0,
+    }
     assert max(fake.max_by_account.values()) == 1  # one in-flight op per account
     assert 1 < fake.max_outstanding <= 10  # parallel (the rendezvous proves it), but bounded
     assert [r.key for r in results] == [op.key for op in ops]  # results in plan order
@@ -899,12 +1017,24 @@ def test_rerun_converges_without_duplicates(fake: FakeSso, opts: ApplyOptions) -
     first = apply_assignments(
         Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
     )
-    assert count_by_status(first) == {"succeeded": 4, "already_in_place": 0, "failed": 1, "skipped": 0}
+    assert count_by_status(first) == {
+        "succeeded": 4,
+        "already_in_place": 0,
+        "failed": 1,
+        "skipped": 0,
+        "deferred": 0,
+    }
     fake.fail_accounts.clear()
     again = apply_assignments(
         Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
     )
-    assert count_by_status(again) == {"succeeded": 5, "already_in_place": 0, "failed": 0, "skipped": 0}
+    assert count_by_status(again) == {
+        "succeeded": 5,
+        "already_in_place": 0,
+        "failed": 0,
+        "skipped": 0,
+        "deferred": 0,
+    }
     assert len(fake.assignments) == 5
 
 
@@ -980,7 +1110,7 @@ def test_permission_set_deleted_after_its_assignments(fake: FakeSso, opts: Apply
     assert results[-1].kind == OpKind.DELETE_PERMISSION_SET and results[-1].message == "deleted"
     names = [n for n, _ in fake.calls]
     assert names.index("DeletePermissionSet") > max(
-        i for i, n in enumerate(names) if n == "DescribeAccountAssignmentDeletionStatus"
+        i for i, n in enumerate(names) if n.endswith("AssignmentDeletionStatus")
     )
     assert fake.permission_sets == {}
 
@@ -1106,14 +1236,17 @@ def test_progress_logging(fake: FakeSso, ft: FakeTime, caplog: pytest.LogCapture
         "applied 10/12 assignments",
         "applied 12/12 assignments",
     ]
-    assert "assignments: 11 succeeded, 0 already in place, 1 failed, 0 skipped (12 operations)" in messages
+    assert (
+        "assignments: 11 succeeded, 0 already in place, 1 failed, 0 skipped, 0 deferred (12 operations)"
+        in messages
+    )
 
 
 def test_progress_logging_by_time(fake: FakeSso, ft: FakeTime, caplog: pytest.LogCaptureFixture) -> None:
     arn = fake.seed_ps("Dev")
-    fake.polls_in_progress = 4  # each op sleeps ~0.5+0.75+1.1+1.7 s of fake time
+    fake.polls_in_progress = 4  # each op takes 4 polling rounds of 0.5 s of fake time
     opts = ApplyOptions(
-        sleep=ft.sleep, clock=ft.clock, rng=random.Random(1), progress_every=1000, progress_seconds=3.0
+        sleep=ft.sleep, clock=ft.clock, rng=random.Random(1), progress_every=1000, progress_seconds=1.5
     )
     ops = [asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn, user=f"u{i}") for i in range(4)]
     log = logging.getLogger("test.apply.time")
@@ -1128,7 +1261,31 @@ def test_progress_logging_by_time(fake: FakeSso, ft: FakeTime, caplog: pytest.Lo
             options=opts,
         )
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("applied ")]
-    assert len(progress) == 4  # every op took > 3 s of fake time
+    assert len(progress) == 4  # every op took > 1.5 s of fake time
+
+
+def test_progress_every_tenth_with_thousands_separators(
+    ft: FakeTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    from idc_sync.apply import _Progress
+    from idc_sync.model import OpResult
+
+    log = logging.getLogger("test.apply.progress")
+    progress = _Progress(12_000, "assignments", log, ApplyOptions(clock=ft.clock, progress_seconds=1e9))
+    with caplog.at_level(logging.INFO, logger="test.apply.progress"):
+        for i in range(3_000):
+            progress.add(OpResult(key=f"k{i}", kind=OpKind.CREATE_ASSIGNMENT, status="succeeded"))
+        for i in range(9_000):
+            progress.defer(OpResult(key=f"d{i}", kind=OpKind.CREATE_ASSIGNMENT, status="deferred"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "applied 1,200/12,000 assignments (0 failed so far)",
+        "applied 2,400/12,000 assignments (0 failed so far)",
+    ]  # every 10%; a deferred operation is no progress
+    assert progress.summary() == (
+        "assignments: 3,000 succeeded, 0 already in place, 0 failed, 0 skipped, 9,000 deferred "
+        "(12,000 operations)"
+    )
 
 
 def test_results_are_json_serialisable(fake: FakeSso, opts: ApplyOptions) -> None:
@@ -1167,3 +1324,266 @@ def test_half_created_permission_set_is_not_assigned(fake: FakeSso, opts: ApplyO
         options=opts,
     )
     assert res.status == "skipped"
+
+
+# --------------------------------------------------------------------------- order, time budget, retry layers
+def rec(day: int, record_id: str = "1") -> RecordRef:
+    return RecordRef(
+        app="assignments",
+        app_id="2",
+        record_id=record_id,
+        updated_at=dt.datetime(2026, 1, day, 9, 0, tzinfo=dt.UTC),
+    )
+
+
+def with_records(op: Operation, *refs: RecordRef, depends_on: list[str] | None = None) -> Operation:
+    return op.model_copy(update={"records": list(refs), "depends_on": depends_on or []})
+
+
+def test_order_revocations_then_newest_record_first_then_the_rest() -> None:
+    old = with_records(asg(OpKind.CREATE_ASSIGNMENT, "200000000001", user="old"), rec(1))
+    new = with_records(asg(OpKind.CREATE_ASSIGNMENT, "200000000002", user="new"), rec(1), rec(20))
+    mid = with_records(asg(OpKind.CREATE_ASSIGNMENT, "200000000003", user="mid"), rec(10))
+    untimed = asg(OpKind.CREATE_ASSIGNMENT, "200000000004", user="untimed")
+    revoke = asg(OpKind.DELETE_ASSIGNMENT, "200000000005", user="gone")  # record deleted: no records
+    expired = with_records(asg(OpKind.DELETE_ASSIGNMENT, "200000000006", user="exp"), rec(2))
+    ops = [old, new, mid, untimed, revoke, expired]
+    order = [ops[i].key for i in order_assignment_operations(ops)]
+    assert order == [revoke.key, expired.key, new.key, mid.key, old.key, untimed.key]
+
+
+def test_order_keeps_dependencies_before_their_dependents() -> None:
+    """A move (removal of the renamed set's access) waits for its replacement: the replacement is moved
+    up to just before it, and the removal is no revocation (it has a dependency)."""
+    replacement = with_records(asg(OpKind.CREATE_ASSIGNMENT, "200000000001", ps="New"), rec(1))
+    move = with_records(
+        asg(OpKind.DELETE_ASSIGNMENT, "200000000001", ps="Old"), rec(25), depends_on=[replacement.key]
+    )
+    other = with_records(asg(OpKind.CREATE_ASSIGNMENT, "200000000002", user="bob"), rec(10))
+    ops = [other, move, replacement]
+    order = [ops[i].key for i in order_assignment_operations(ops)]
+    assert order == [replacement.key, move.key, other.key]
+
+
+def test_newest_record_is_served_first_with_one_worker(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    ops = [
+        with_records(asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn), rec(1 + i % 5))
+        for i, a in enumerate(accounts(8))
+    ]
+    newest = with_records(asg(OpKind.CREATE_ASSIGNMENT, "299999999999", arn=arn), rec(28))
+    plan = Plan(operations=[*ops, newest])
+    results = apply_assignments(
+        Clients(fake),
+        plan,
+        observed(fake),
+        SyncConfig(assignment_concurrency=1),
+        ps_arns={"Dev": arn},
+        options=opts,
+    )
+    assert [r.key for r in results] == [op.key for op in plan.operations]  # results in plan order
+    created = [p["TargetId"] for n, p in fake.calls if n == "CreateAccountAssignment"]
+    assert created[0] == "299999999999"
+    stamps = {op.account_id: op.records[0].updated_at for op in ops}
+    assert [stamps[a] for a in created[1:]] == sorted((stamps[a] for a in created[1:]), reverse=True)
+
+
+def test_deadline_defers_what_has_not_started(fake: FakeSso, ft: FakeTime, opts: ApplyOptions) -> None:
+    """One worker, each operation takes two polling rounds (1 s of fake time): with a 2.5 s budget three
+    operations start (at 0, 1 and 2 s); the others are deferred, nothing is sent for them, and they are
+    no failure."""
+    arn = fake.seed_ps("Dev")
+    ops = [
+        with_records(asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn), rec(20 - i))
+        for i, a in enumerate(accounts(6))
+    ]
+    cfg = SyncConfig(assignment_concurrency=1, apply_budget_seconds=2.5)
+    results = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
+    )
+    assert [r.status for r in results] == ["succeeded"] * 3 + ["deferred"] * 3  # newest first
+    assert count_by_status(results) == {
+        "succeeded": 3,
+        "already_in_place": 0,
+        "failed": 0,
+        "skipped": 0,
+        "deferred": 3,
+    }
+    for r in results[3:]:
+        assert r.message.startswith("deferred to the next run") and r.attempts == 0 and not r.done
+    assert fake.count("CreateAccountAssignment") == 3
+    assert fake.outstanding == 0
+
+
+def test_deadline_awaits_what_is_in_flight(fake: FakeSso, ft: FakeTime) -> None:
+    """The deadline passes while requests are outstanding: they are followed to their end (nothing is left
+    in flight unaccounted), only the operations not started are deferred."""
+    arn = fake.seed_ps("Dev")
+    fake.polls_in_progress = 6
+    fake.meet(3)  # the first three are outstanding together
+    opts = ApplyOptions(sleep=ft.sleep, clock=ft.clock, rng=random.Random(1), deadline=ft.now + 1.0)
+    ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(9)]
+    results = apply_assignments(
+        Clients(fake),
+        Plan(operations=ops),
+        observed(fake),
+        SyncConfig(assignment_concurrency=3),
+        ps_arns={"Dev": arn},
+        options=opts,
+    )
+    started = fake.count("CreateAccountAssignment")
+    assert started >= 3
+    assert count_by_status(results)["succeeded"] == started  # each one started was awaited to its end
+    assert count_by_status(results)["deferred"] == 9 - started > 0
+    assert ft.now - 1000.0 >= 3.0  # six 0.5 s rounds: awaited well past the 1 s budget
+    assert fake.outstanding == 0 and len(fake.assignments) == started
+
+
+def test_dependencies_hold_under_the_deadline(fake: FakeSso, ft: FakeTime, opts: ApplyOptions) -> None:
+    """A move's removal never runs before its replacement exists; a permission set whose assignment
+    removals were deferred is not deleted (deferred too); no new work starts after the deadline."""
+    dev2 = fake.seed_ps("Dev2")
+    old = fake.seed_ps("Old")
+    fake.assignments.add(("200000000100", old, "USER", "u-alice"))
+    fake.assignments.add(("200000000101", old, "USER", "u-alice"))
+    replacement = with_records(asg(OpKind.CREATE_ASSIGNMENT, "200000000100", ps="Dev2", arn=dev2), rec(1))
+    move = with_records(
+        asg(OpKind.DELETE_ASSIGNMENT, "200000000100", ps="Old", arn=old), depends_on=[replacement.key]
+    )
+    newer = [
+        with_records(asg(OpKind.CREATE_ASSIGNMENT, a, ps="Dev2", arn=dev2), rec(20)) for a in accounts(3)
+    ]
+    removal = asg(OpKind.DELETE_ASSIGNMENT, "200000000101", ps="Old", arn=old)  # a revocation: first
+    delete_old = Operation(
+        key="delete_permission_set:Old",
+        kind=OpKind.DELETE_PERMISSION_SET,
+        permission_set_name="Old",
+        permission_set_arn=old,
+    )
+    plan = Plan(operations=[*newer, replacement, move, removal, delete_old])
+    cfg = SyncConfig(assignment_concurrency=1, apply_budget_seconds=2.5)
+    results = apply_assignments(
+        Clients(fake), plan, observed(fake), cfg, ps_arns={"Dev2": dev2, "Old": old}, options=opts
+    )
+    status = {r.key: r.status for r in results}
+    assert status[removal.key] == "succeeded"  # the revocation went first
+    assert [status[op.key] for op in newer] == ["succeeded", "succeeded", "deferred"]
+    assert status[replacement.key] == "deferred" and status[move.key] == "deferred"
+    assert status["delete_permission_set:Old"] == "deferred"
+    assert ("200000000100", old, "USER", "u-alice") in fake.assignments  # the old access stays
+    deleted = [p["TargetId"] for n, p in fake.calls if n == "DeleteAccountAssignment"]
+    assert deleted == ["200000000101"]
+    assert fake.count("DeletePermissionSet") == 0
+    assert results[-1].kind == OpKind.DELETE_PERMISSION_SET
+
+
+def test_move_runs_after_its_replacement_within_the_budget(fake: FakeSso, opts: ApplyOptions) -> None:
+    dev2 = fake.seed_ps("Dev2")
+    old = fake.seed_ps("Old")
+    fake.assignments.add(("200000000100", old, "USER", "u-alice"))
+    replacement = with_records(asg(OpKind.CREATE_ASSIGNMENT, "200000000100", ps="Dev2", arn=dev2), rec(1))
+    move = with_records(
+        asg(OpKind.DELETE_ASSIGNMENT, "200000000100", ps="Old", arn=old), depends_on=[replacement.key]
+    )
+    results = apply_assignments(
+        Clients(fake),
+        Plan(operations=[move, replacement]),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"Dev2": dev2, "Old": old},
+        options=opts,
+    )
+    assert [r.status for r in results] == ["succeeded", "succeeded"]
+    names = [n for n, _ in fake.calls]
+    assert names.index("DeleteAccountAssignment") > names.index("CreateAccountAssignment")
+
+
+def test_throttling_already_retried_by_botocore_is_not_retried_again(
+    fake: FakeSso, opts: ApplyOptions
+) -> None:
+    """One retry layer: an error that carries botocore's retry metadata has had botocore's attempts."""
+    arn = fake.seed_ps("Dev")
+    throttled = ClientError(
+        {
+            "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+            "ResponseMetadata": {"RequestId": "r", "RetryAttempts": 8, "MaxAttemptsReached": True},
+        },
+        "CreateAccountAssignment",
+    )
+
+    def create(**p: Any) -> dict[str, Any]:
+        fake.calls.append(("CreateAccountAssignment", p))
+        raise throttled
+
+    fake.create_account_assignment = create  # type: ignore[method-assign]
+    plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
+    [res] = apply_assignments(
+        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+    )
+    assert res.status == "failed" and res.attempts == 1
+    assert fake.count("CreateAccountAssignment") == 1
+    assert "still failing after 9 attempts" in res.message
+
+
+def test_deferred_is_no_failure_in_summaries() -> None:
+    from idc_sync import feedback
+    from idc_sync.model import OpResult
+
+    results = [
+        OpResult(key="a", kind=OpKind.CREATE_ASSIGNMENT, status="succeeded"),
+        OpResult(key="b", kind=OpKind.CREATE_ASSIGNMENT, status="deferred", attempts=0),
+        OpResult(key="c", kind=OpKind.DELETE_PERMISSION_SET, status="deferred", attempts=0),
+    ]
+    again = [OpResult.model_validate(r.model_dump(mode="json")) for r in results]  # crosses XComs
+    assert again == results and not again[1].done
+    assert count_by_status(again) == {
+        "succeeded": 1,
+        "already_in_place": 0,
+        "failed": 0,
+        "skipped": 0,
+        "deferred": 2,
+    }
+    assert feedback.summarize_results(again) == {
+        "create_assignment": {"succeeded": 1, "deferred": 1},
+        "delete_permission_set": {"deferred": 1},
+    }
+    outcome = feedback.outcome_counts(again, Plan())
+    assert outcome["failed"] == 0 and outcome["applied"] == 1
+
+
+def test_no_permission_set_deletion_starts_after_the_deadline(
+    fake: FakeSso, ft: FakeTime, opts: ApplyOptions
+) -> None:
+    arn = fake.seed_ps("Old")
+    ops = [
+        Operation(
+            key="delete_permission_set:Old",
+            kind=OpKind.DELETE_PERMISSION_SET,
+            permission_set_name="Old",
+            permission_set_arn=arn,
+        )
+    ]
+    late = ApplyOptions(sleep=ft.sleep, clock=ft.clock, deadline=ft.now)  # already reached
+    [res] = apply_assignments(
+        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={}, options=late
+    )
+    assert res.status == "deferred" and res.message.startswith("deferred to the next run")
+    assert fake.count("DeletePermissionSet") == 0 and arn in fake.permission_sets
+
+
+def test_a_dependency_cycle_ends_skipped_not_hung(fake: FakeSso, opts: ApplyOptions) -> None:
+    arn = fake.seed_ps("Dev")
+    a = asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)
+    b = asg(OpKind.CREATE_ASSIGNMENT, "200000000002", arn=arn)
+    a.depends_on, b.depends_on = [b.key], [a.key]
+    ok = asg(OpKind.CREATE_ASSIGNMENT, "200000000003", arn=arn)
+    results = apply_assignments(
+        Clients(fake),
+        Plan(operations=[a, b, ok]),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"Dev": arn},
+        options=opts,
+    )
+    assert [r.status for r in results] == ["skipped", "skipped", "succeeded"]
+    assert fake.count("CreateAccountAssignment") == 1

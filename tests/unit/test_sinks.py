@@ -217,13 +217,35 @@ def test_noops_are_already_in_place_not_succeeded() -> None:
         OpResult(key=f"c{i}", kind=OpKind.CREATE_ASSIGNMENT, status="already_in_place") for i in range(29)
     ]
     counts = feedback.outcome_counts(results, plan)
-    assert counts == {"applied": 0, "already_in_place": 29, "withheld": 0, "skipped": 0, "failed": 0}
+    assert counts == {
+        "applied": 0,
+        "already_in_place": 29,
+        "deferred": 0,
+        "withheld": 0,
+        "skipped": 0,
+        "failed": 0,
+    }
     summary = feedback.run_summary_text(
         dag_run_id="r", plan=plan, results=results, problems=[], dry_run=False, scim=None
     )
     assert "already in place 29" in summary and "succeeded" not in summary
     payload = feedback.slack_message(summary, results=results, problems=[], plan=plan)
     assert "already in place 29" in payload["blocks"][-1]["text"]["text"]
+
+
+def test_deferred_operations_are_counted_apart_and_are_no_failure() -> None:
+    plan = Plan(operations=[_op(f"c{i}", OpKind.CREATE_ASSIGNMENT) for i in range(3)])
+    results = [
+        OpResult(key="c0", kind=OpKind.CREATE_ASSIGNMENT, status="succeeded"),
+        OpResult(key="c1", kind=OpKind.CREATE_ASSIGNMENT, status="deferred", attempts=0),
+        OpResult(key="c2", kind=OpKind.CREATE_ASSIGNMENT, status="deferred", attempts=0),
+    ]
+    counts = feedback.outcome_counts(results, plan)
+    assert counts["deferred"] == 2 and counts["applied"] == 1 and counts["failed"] == 0
+    summary = feedback.run_summary_text(
+        dag_run_id="r", plan=plan, results=results, problems=[], dry_run=False, scim=None
+    )
+    assert "deferred to the next run 2" in summary
 
 
 def test_plan_skipped_items_count_as_skipped() -> None:
