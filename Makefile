@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 SANDBOX_PORT ?= 8765
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
 
-.PHONY: help venv test lint format typecheck unit sandbox demo demo-up clean
+.PHONY: help venv test lint format typecheck unit sandbox demo demo-up bench clean
 
 help:
 	@echo "make demo      run one sync end to end on the embedded sandbox (Airflow standalone)"
 	@echo "make demo-up   same, then keep Airflow + sandbox running for the UI"
 	@echo "make test      lint, type-check and the whole test suite"
 	@echo "make sandbox   run the sandbox alone on 127.0.0.1:$(SANDBOX_PORT)"
+	@echo "make bench     benchmark the DAG on the sandbox at real limits, sizes M then L (long; JSON in benchmarks/)"
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +51,15 @@ demo: venv
 
 demo-up: venv
 	$(BIN)/python scripts/demo.py --keep-running
+
+# Not part of `make test`: long (L alone ~1 h on 2 cores), timings depend on the machine. Results: benchmarks/.
+# BENCH_SIZES=S for a quick smoke run; BENCH_O15=0 skips the L cold sync with 15 outstanding operations.
+BENCH_SIZES ?= M L
+BENCH_O15 ?= 1
+bench: venv
+	set -e; for size in $(BENCH_SIZES); do $(BIN)/python scripts/bench.py --size $$size; done
+	if [ "$(BENCH_O15)" = 1 ] && [[ " $(BENCH_SIZES) " == *" L "* ]]; then \
+		$(BIN)/python scripts/bench.py --size L --outstanding 15 --scenarios cold; fi
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,8 @@ Only plan/result data is written: no connection, token or secret ever reaches th
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import hashlib
 import json
 import re
 from typing import Any
@@ -48,16 +50,54 @@ class AuditStore:
         data = json.loads(path.read_text() or "{}")
         return data if isinstance(data, dict) else {}
 
-    def write_state(self, name: str, data: dict[str, Any], *, compact: bool = False) -> None:
-        """Replace a state file; ``compact`` for large ones (the observed-state cache: megabytes)."""
+    def write_state(self, name: str, data: dict[str, Any]) -> None:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path(name + ".tmp")
-        text = (
-            json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=1, sort_keys=True)
-        )
-        tmp.write_text(text)
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         tmp.rename(path)  # atomic on a local disk; copy + delete on object storage
+
+    def read_state_bytes(self, name: str) -> bytes | None:
+        """A state file's raw JSON (for pydantic's fast JSON parsing of large states); None if missing."""
+        path = self._path(name)
+        return path.read_bytes() if path.exists() else None
+
+    def write_state_bytes(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path(name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.rename(path)
+
+    def write_blob(self, relative: str, data: bytes) -> dict[str, Any]:
+        """Write ``data`` gzipped under ``relative``; returns the reference (path, size, digest) that
+        travels through XCom instead of the data."""
+        path = self._path(relative)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gzip.compress(data, compresslevel=5))
+        return {"ref": relative, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    def read_blob(self, ref: dict[str, Any]) -> bytes:
+        """The data of a reference from ``write_blob``; a changed or truncated file is refused."""
+        data = gzip.decompress(self._path(str(ref["ref"])).read_bytes())
+        if hashlib.sha256(data).hexdigest() != ref.get("sha256"):
+            raise ValueError(f"{ref['ref']} does not hold what was written (digest mismatch)")
+        return data
+
+    def prune(self, folder: str, *, older_than: dt.timedelta, now: dt.datetime | None = None) -> int:
+        """Delete the run folders under ``folder`` last written before ``now - older_than``."""
+        base = self._path(folder)
+        if not base.exists():
+            return 0
+        limit = ((now or dt.datetime.now(dt.UTC)) - older_than).timestamp()
+        removed = 0
+        for run in base.iterdir():
+            files = [f for f in run.rglob("*") if f.is_file()] if run.is_dir() else []
+            if files and max(f.stat().st_mtime for f in files) < limit:
+                for f in files:
+                    f.unlink()
+                removed += 1
+        return removed
 
     def list_runs(self) -> list[str]:
         base = self._path("runs")

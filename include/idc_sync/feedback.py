@@ -306,7 +306,8 @@ def outcome_counts(
 
 def _outcome_text(counts: Mapping[str, int]) -> str:
     labels = {"already_in_place": "already in place", "deferred": "deferred to the next run"}
-    return ", ".join(f"{labels.get(k, k)} {counts.get(k, 0)}" for k in OUTCOMES)
+    shown = [k for k in OUTCOMES if k != "deferred" or counts.get(k)]  # deferred: only during a long sync
+    return ", ".join(f"{labels.get(k, k)} {counts.get(k, 0)}" for k in shown)
 
 
 def run_summary_text(

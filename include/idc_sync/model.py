@@ -11,7 +11,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 PrincipalType = Literal["USER", "GROUP"]
 # Tag written on every permission set the pipeline creates: the id of the kintone record that defines it, so
@@ -268,6 +268,10 @@ class OpResult(BaseModel):
     def done(self) -> bool:
         """The operation's outcome is in place (changed now or already): what later steps depend on."""
         return self.status in ("succeeded", "already_in_place")
+
+
+class OpResults(RootModel[list[OpResult]]):
+    """A list of results as one model (what apply_assignments writes by reference)."""
 
 
 # --------------------------------------------------------------------------- run inputs and checks

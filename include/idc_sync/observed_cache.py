@@ -91,12 +91,12 @@ def sweep_budget(
 ) -> int:
     """Calls a run spends on the sweep so everything is re-read within ``period_minutes``.
 
-    The share each run must read is total / (period / cadence); 10% margin covers runs that start late.
+    The share each run must read is total / (period / cadence); a 5% margin covers runs that start late.
     A small organization gets at least ``floor`` calls (re-read whole every run or two); ``cap`` keeps a
     run inside its request budget (then the period cannot be held: ``sweep_period_holds`` says so).
     """
     runs = max(1.0, period_minutes / max(cadence_minutes, 1e-9))
-    needed = math.ceil(total_cost / runs * 1.1)
+    needed = math.ceil(total_cost / runs * 1.05)
     return max(floor, min(cap, needed))
 
 

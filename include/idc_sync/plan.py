@@ -709,28 +709,34 @@ class _Planner:
     def plan_assignments(self) -> None:
         keys = ["account_id", "ps_name", "principal_type", "principal_id"]
         rows, protected = self._desired_rows()
-        want = pd.DataFrame(rows, columns=[*keys, "principal_name", "expired", "record"])
         have = pd.DataFrame(self._observed_rows(), columns=[*keys, "observed_name", "ps_arn"])
 
         # Several records (or several targets) can ask for the same assignment: one row per key, active if
         # any non-expired record wants it; ``records`` lists the records behind the state that wins.
-        if len(want):
-            want["active"] = ~want["expired"].astype(bool)
-            want["active_record"] = [
-                r if on else None for r, on in zip(want["record"], want["active"], strict=True)
-            ]
-            want = (
-                want.groupby(keys, sort=True)
-                .agg(
-                    principal_name=("principal_name", "first"),
-                    active=("active", "any"),
-                    records=("record", _unique_records),
-                    active_records=("active_record", _unique_records),
-                )
-                .reset_index()
-            )
-        else:
-            want = pd.DataFrame(columns=[*keys, "principal_name", "active", "records", "active_records"])
+        # (Grouped in plain Python: a pandas groupby with Python aggregations took 2 s at 50,000 rows.)
+        grouped: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for r in rows:
+            k = tuple(r[c] for c in keys)
+            g = grouped.get(k)
+            if g is None:
+                g = grouped[k] = {
+                    **{c: r[c] for c in keys},
+                    "principal_name": r["principal_name"],
+                    "active": False,
+                    "records": [],
+                    "active_records": [],
+                }
+            active = not bool(r["expired"])
+            g["active"] = g["active"] or active
+            record = r["record"]
+            if record is not None and record not in g["records"]:
+                g["records"].append(record)
+            if active and record is not None and record not in g["active_records"]:
+                g["active_records"].append(record)
+        want = pd.DataFrame(
+            [grouped[k] for k in sorted(grouped)],
+            columns=[*keys, "principal_name", "active", "records", "active_records"],
+        )
 
         merged = want.merge(have, on=keys, how="outer", indicator=True, sort=True)
         for row in merged.to_dict("records"):

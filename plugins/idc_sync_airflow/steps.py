@@ -22,6 +22,7 @@ from idc_sync.model import (
     ObservedState,
     OpKind,
     OpResult,
+    OpResults,
     Plan,
     Problem,
     Scope,
@@ -60,18 +61,46 @@ def _load_state(store: AuditStore, name: str, model: Any, lost: str) -> Any:
     """A state file of the store as ``model``; missing: None; unreadable: None and a warning that says
     what losing it costs (``lost``): state only ever saves work, a run never depends on it."""
     try:
-        raw = store.read_state(name)
-        return model.model_validate(raw) if raw else None
+        raw = store.read_state_bytes(name)
+        return model.model_validate_json(raw) if raw and raw.strip() not in (b"", b"{}") else None
     except Exception as exc:
         log.warning("%s unreadable (%s): %s", name, exc, lost)
         return None
 
 
-def _save_state(store: AuditStore, name: str, value: Any, *, compact: bool = False) -> None:
+def _save_state(store: AuditStore, name: str, value: Any) -> None:
     try:
-        store.write_state(name, value.model_dump(mode="json"), compact=compact)
+        store.write_state_bytes(name, value.model_dump_json().encode())
     except Exception as exc:
         log.warning("could not save %s: %s", name, exc)
+
+
+def _put(config: SyncConfig, model: Any, name: str) -> dict[str, Any]:
+    """``model`` written once to the state store; the small reference is what goes to XCom
+    (``state_refs``)."""
+    from idc_sync_airflow import state_refs
+
+    ti = get_current_context()["ti"]
+    return state_refs.put(
+        AuditStore(config.audit_path),
+        model,
+        run_id=str(ti.run_id),
+        name=f"{ti.task_id}.{name}",
+        try_number=int(ti.try_number or 1),
+    )
+
+
+def _get(config: SyncConfig, value: Any, model: Any) -> Any:
+    """The model behind an XCom value written by :func:`_put` (or inline JSON)."""
+    from idc_sync_airflow import state_refs
+
+    return state_refs.get(AuditStore(config.audit_path), value, model)
+
+
+def plan_of(output: dict[str, Any]) -> Plan:
+    """The plan in compute_diff's or validate_policies' output."""
+    plan: Plan = _get(_config(), output["plan"], Plan)
+    return plan
 
 
 def _today(config: SyncConfig) -> dt.date:
@@ -125,7 +154,7 @@ def extract_kintone() -> dict[str, Any]:
     ps_records, asg_records, cache = _read_kintone(config, full=full)
     desired = parse_desired_state(ps_records, asg_records, config)
     desired.read_at = read_at
-    _save_state(AuditStore(config.audit_path), KINTONE_CACHE_STATE, cache, compact=True)
+    _save_state(AuditStore(config.audit_path), KINTONE_CACHE_STATE, cache)
     log.info(
         "read %d permission set record(s) and %d assignment record(s): %d permission set(s), "
         "%d assignment(s), %d record problem(s)",
@@ -137,7 +166,7 @@ def extract_kintone() -> dict[str, Any]:
     )
     for problem in desired.problems:
         log.warning("record %s: %s", problem.record.key if problem.record else "-", problem.message)
-    return desired.model_dump(mode="json")
+    return _put(config, desired, "desired")
 
 
 OBSERVED_CACHE_STATE = "state/observed_cache.json"
@@ -152,7 +181,7 @@ def observe_idc(desired_json: dict[str, Any]) -> dict[str, Any]:
 
     params = _params()
     config = _config()
-    desired = DesiredState.model_validate(desired_json)
+    desired = _get(config, desired_json, DesiredState)
     clients = _clients(config)
     store = AuditStore(config.audit_path)
     memory = _plan_memory(store)
@@ -180,7 +209,7 @@ def observe_idc(desired_json: dict[str, Any]) -> dict[str, Any]:
         observed = observed.model_copy(
             update={"confirmed_pairs": sorted(set(observed.confirmed_pairs) | confirmed)}
         )
-    _save_state(store, OBSERVED_CACHE_STATE, cache, compact=True)  # lost: one full read, never a run
+    _save_state(store, OBSERVED_CACHE_STATE, cache)  # lost: one full read, never a run
     log.info(
         "observed %d account(s), %d permission set(s) (%d managed), %d managed assignment(s)",
         len(observed.org.accounts),
@@ -191,7 +220,7 @@ def observe_idc(desired_json: dict[str, Any]) -> dict[str, Any]:
     # small facts beside the (large, stored by reference) observed state, for notify and the audit
     summary = {"stats": stats.as_dict(), "adopted": [r.model_dump(mode="json") for r in adopted]}
     get_current_context()["ti"].xcom_push(key=OBSERVE_SUMMARY_XCOM, value=summary)
-    return {"observed": observed.model_dump(mode="json"), **summary}
+    return {"observed": _put(config, observed, "observed"), **summary}
 
 
 def _observed_cache(store: AuditStore) -> Any:
@@ -210,8 +239,8 @@ def compute_diff(
 
     params = _params()
     config = _config()
-    desired = DesiredState.model_validate(desired_json)
-    observed = ObservedState.model_validate(observed_out["observed"])
+    desired = _get(config, desired_json, DesiredState)
+    observed = _get(config, observed_out["observed"], ObservedState)
     store = AuditStore(config.audit_path)
     memory = _plan_memory(store)
     plan, problems = _compute_plan(desired, observed, config, params, memory)
@@ -222,10 +251,7 @@ def compute_diff(
     log.info("plan:\n%s", render_plan(plan))
     if not params.get("dry_run"):
         _save_plan_memory(store, memory, desired, observed, config, params)
-    return {
-        "plan": plan.model_dump(mode="json"),
-        "problems": [p.model_dump(mode="json") for p in problems],
-    }
+    return {"plan": _put(config, plan, "plan"), "problems": [p.model_dump(mode="json") for p in problems]}
 
 
 def _compute_plan(
@@ -269,9 +295,10 @@ def _save_plan_memory(
 
     try:
         new = next_memory(memory, desired, observed, config, scope=_scope(params), today=_today(config))
-        store.write_state(PLAN_MEMORY_STATE, new.model_dump(mode="json"))
     except Exception as exc:  # losing the memory only weakens drift labels, never a run
-        log.warning("could not save the plan memory: %s", exc)
+        log.warning("could not compute the plan memory: %s", exc)
+        return
+    _save_state(store, PLAN_MEMORY_STATE, new)
 
 
 def _adopt(
@@ -303,10 +330,7 @@ def _remember_applied(store: AuditStore, plan: Plan, results: list[OpResult]) ->
     if memory is None:
         return
     done = {r.key for r in results if r.done}  # an update already in place (earlier try) is in place too
-    try:
-        store.write_state(PLAN_MEMORY_STATE, remember_applied(memory, plan, done).model_dump(mode="json"))
-    except Exception as exc:
-        log.warning("could not save the plan memory: %s", exc)
+    _save_state(store, PLAN_MEMORY_STATE, remember_applied(memory, plan, done))
 
 
 def _pending_or_error(
@@ -325,8 +349,8 @@ def validate_policies(desired_json: dict[str, Any], diff: dict[str, Any]) -> dic
     from idc_sync.validation import apply_validation, validate_permission_sets
 
     config = _config()
-    desired = DesiredState.model_validate(desired_json)
-    plan = Plan.model_validate(diff["plan"])
+    desired = _get(config, desired_json, DesiredState)
+    plan = _get(config, diff["plan"], Plan)
     touched = {op.permission_set_name for op in plan.operations}
     clients = _clients(config)
     # Every set is checked every run (stable problems = no repeated comments); Access Analyzer answers are
@@ -347,7 +371,7 @@ def validate_policies(desired_json: dict[str, Any], diff: dict[str, Any]) -> dic
         len(report.blocked),
         len(report.problems),
     )
-    return {"plan": plan.model_dump(mode="json"), "report": report.model_dump(mode="json")}
+    return {"plan": _put(config, plan, "plan"), "report": report.model_dump(mode="json")}
 
 
 ANALYZER_CACHE_STATE = "state/access_analyzer_cache.json"
@@ -410,8 +434,8 @@ def deletion_guard(validated: dict[str, Any]) -> dict[str, Any]:
     ctx = get_current_context()
     params, ti, dag_run = ctx["params"], ctx["ti"], ctx["dag_run"]
     config = _config()
-    plan = Plan.model_validate(validated["plan"])
-    desired = DesiredState.model_validate(ti.xcom_pull(task_ids="extract_kintone"))
+    plan = _get(config, validated["plan"], Plan)
+    desired = _get(config, ti.xcom_pull(task_ids="extract_kintone"), DesiredState)
     verdict = guard.evaluate_guard(plan, desired, config)
     # Only the deletions the guard holds wait for a human (``GuardVerdict.held``); the others go ahead.
     keys = verdict.held if verdict.tripped else [op.key for op in plan.of_kind(*guard.DELETIONS)]
@@ -555,7 +579,7 @@ def _confirm_deletions(
     params = _params()
     ps_records, asg_records, cache = _read_kintone(config, full=False)  # changes since extract_kintone
     desired = parse_desired_state(ps_records, asg_records, config)
-    _save_state(AuditStore(config.audit_path), KINTONE_CACHE_STATE, cache, compact=True)
+    _save_state(AuditStore(config.audit_path), KINTONE_CACHE_STATE, cache)
     observed = resolve_principals(clients, observed, desired)
     fresh, _ = _compute_plan(desired, observed, config, params, _plan_memory(AuditStore(config.audit_path)))
     still = {op.key for op in fresh.of_kind(*guard.DELETIONS)}
@@ -601,16 +625,16 @@ def apply_permission_sets(validated: dict[str, Any], observed_out: dict[str, Any
     from idc_sync.apply import apply_permission_sets as apply_sets
     from idc_sync.apply import permission_set_arns
 
-    plan = Plan.model_validate(validated["plan"])
+    config = _config()
+    plan = _get(config, validated["plan"], Plan)
     ops = plan.of_kind(
         OpKind.CREATE_PERMISSION_SET, OpKind.UPDATE_PERMISSION_SET, OpKind.PROVISION_PERMISSION_SET
     )
     if _dry_run():
         log.info("dry run: %d permission set operation(s) not applied", len(ops))
         return {"results": [], "ps_arns": {}}
-    config = _config()
     _refuse_stale(plan, config)
-    observed = ObservedState.model_validate(observed_out["observed"])
+    observed = _get(config, observed_out["observed"], ObservedState)
     clients = _clients(config)
     results = apply_sets(clients, plan, observed, config, log=log)
     ps_arns = permission_set_arns(plan, observed, results)  # observed + creates that fully succeeded
@@ -627,7 +651,8 @@ def apply_assignments(
 ) -> dict[str, Any]:
     from idc_sync.apply import apply_assignments as apply_asg
 
-    plan = Plan.model_validate(validated["plan"])
+    config = _config()
+    plan = _get(config, validated["plan"], Plan)
     allowed, reason = deletions_allowed(guard_out)
     withheld: list[Any] = []
     if allowed is not None:
@@ -637,9 +662,8 @@ def apply_assignments(
     if _dry_run():
         log.info("dry run: %d assignment operation(s) not applied", len(ops))
         return {"results": [], "withheld": bool(withheld), "skipped": []}
-    config = _config()
     _refuse_stale(plan, config)
-    observed = ObservedState.model_validate(observed_out["observed"])
+    observed = _get(config, observed_out["observed"], ObservedState)
     plan, unread = guard.withhold_unread_deletions(plan, observed)
     for skipped in unread:
         log.error("%s: %s", skipped.key, skipped.reason)
@@ -662,7 +686,7 @@ def apply_assignments(
     _log_results("assignment", results)
     _record_applied(config, plan, results)
     return {
-        "results": [r.model_dump(mode="json") for r in results],
+        "results": _put(config, OpResults(results), "results"),  # 50,000 in a cold sync: by reference
         "withheld": bool(withheld),
         "skipped": [s.model_dump(mode="json") for s in withheld],
         "unconfirmed_deletions": unconfirmed,
@@ -671,6 +695,19 @@ def apply_assignments(
             k: (guard_out or {}).get(k) for k in ("status", "message", "fingerprint", "approval_run_id")
         },
     }
+
+
+def _prune_refs(store: AuditStore) -> None:
+    """Old runs' states by reference (``state_refs``) are removed after two days; the audit keeps what
+    each run decided."""
+    from idc_sync_airflow import state_refs
+
+    try:
+        removed = state_refs.prune(store)
+        if removed:
+            log.info("removed the by-reference states of %d old run(s)", removed)
+    except Exception as exc:
+        log.warning("could not prune old by-reference states: %s", exc)
 
 
 def _record_applied(config: SyncConfig, plan: Plan, results: list[OpResult]) -> None:
@@ -683,7 +720,7 @@ def _record_applied(config: SyncConfig, plan: Plan, results: list[OpResult]) -> 
     store = AuditStore(config.audit_path)
     cache = _load_state(store, OBSERVED_CACHE_STATE, ObservedCache, "the next run plans those changes again")
     if cache is not None and record_applied(cache, plan, results):
-        _save_state(store, OBSERVED_CACHE_STATE, cache, compact=True)
+        _save_state(store, OBSERVED_CACHE_STATE, cache)
 
 
 def _log_results(what: str, results: list[OpResult]) -> None:
@@ -759,17 +796,16 @@ def notify() -> dict[str, Any]:
     sets_out, asg_out = pull("apply_permission_sets") or {}, pull("apply_assignments") or {}
     scim = pull("scim_verdict") or pull("scim_health")
     problems: list[Problem] = []
-    desired = DesiredState.model_validate(desired_json) if desired_json else None
+    desired = _get(config, desired_json, DesiredState) if desired_json else None
     if desired is not None:
         problems += desired.problems
     if diff:
         problems += [Problem.model_validate(p) for p in diff["problems"]]
     if validated:
         problems += ValidationReport.model_validate(validated["report"]).problems
-    plan = Plan.model_validate(validated["plan"]) if validated else Plan()
-    results = [
-        OpResult.model_validate(r) for r in [*sets_out.get("results", []), *asg_out.get("results", [])]
-    ]
+    plan = _get(config, validated["plan"], Plan) if validated else Plan()
+    results = [OpResult.model_validate(r) for r in sets_out.get("results", [])]
+    results += _get(config, asg_out.get("results") or [], OpResults).root
     task_ids = [t.task_id for t in ctx["dag"].tasks] if ctx.get("dag") is not None else list(TASK_ORDER)
     failed_tasks, first = _run_failures(ti, dag_run, task_ids)
     cause = explain(*first) if first else None
@@ -898,6 +934,7 @@ def notify() -> dict[str, Any]:
     location = store.write_run(dag_run.run_id, artifact, try_number=ti.try_number)
     log.info("%s", summary)
     log.info("audit artifact: %s", location)
+    _prune_refs(store)
     _set_note(dag_run.dag_id, dag_run.run_id, summary)
     if failed or run_failing(failed_tasks):
         raise RuntimeError(

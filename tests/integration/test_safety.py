@@ -518,7 +518,7 @@ def test_a_deletion_is_confirmed_against_the_current_kintone_records(harness, mo
     original = steps.apply_permission_sets
 
     def meanwhile(validated: Any, diff: Any) -> Any:
-        planned = [op.key for op in steps.Plan.model_validate(validated["plan"]).operations]
+        planned = [op.key for op in steps.plan_of(validated).operations]
         assert any(k.startswith("delete_assignment:888888888888:Developer:USER:") for k in planned), planned
         kintone_sandbox.add_record(  # carol's lead saves the record again
             harness.sandbox,
