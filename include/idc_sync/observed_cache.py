@@ -188,14 +188,16 @@ def describe_age(oldest: float | None, now: float) -> str:
     return f"oldest item read {minutes:,.0f} min ago"
 
 
-def record_applied(cache: ObservedCache, plan: Plan, results: Iterable[OpResult]) -> int:
+def record_applied(cache: ObservedCache, plan: Plan, results: Iterable[OpResult], *, now: float) -> int:
     """Fold what apply did into the cache, so the next run plans on it without reading it again.
 
-    An assignment created or deleted (or found already in place) changes its pair; a pair the cache does
-    not know yet (a set newly provisioned to the account) is added with ``read_at`` 0, so the sweep reads
-    it whole first thing. A permission set written is read again next run (its provisioning status
-    changed). Safe if lost: what the cache misses, the next plan tries again (a create that exists is
-    "already in place"; a deletion is always confirmed on a fresh read). Returns the items changed.
+    An assignment created or deleted (or found already in place) changes its pair; a creation also
+    provisions its set to the account, so the set's provisioned accounts gain it (else the next observe
+    would drop the pair as "not provisioned"). A pair new to the cache counts as read now: its content
+    is what apply wrote (anything made there by hand is found by the sweep, like anywhere else). A
+    permission set written is read again next run (its provisioning status changed). Safe if lost: what
+    the cache misses, the next plan tries again (a create that exists is "already in place"; a deletion
+    is always confirmed on a fresh read). Returns the number of results folded in.
     """
     ops = {op.key: op for op in plan.operations}
     changed = 0
@@ -208,11 +210,15 @@ def record_applied(cache: ObservedCache, plan: Plan, results: Iterable[OpResult]
             if not (arn and op.account_id and op.principal_type and op.principal_id):
                 continue
             key = pair_key(op.account_id, arn)
-            entry = cache.pairs.setdefault(key, CachedPair(read_at=0.0))
+            entry = cache.pairs.setdefault(key, CachedPair(read_at=now))
             who = (op.principal_type, op.principal_id)
-            if op.kind == OpKind.CREATE_ASSIGNMENT and who not in entry.principals:
-                entry.principals = sorted([*entry.principals, who])
-            elif op.kind == OpKind.DELETE_ASSIGNMENT:
+            if op.kind == OpKind.CREATE_ASSIGNMENT:
+                if who not in entry.principals:
+                    entry.principals = sorted([*entry.principals, who])
+                ps = cache.permission_sets.get(arn)
+                if ps is not None and op.account_id not in ps.state.provisioned_accounts:
+                    ps.state.provisioned_accounts = sorted([*ps.state.provisioned_accounts, op.account_id])
+            else:
                 entry.principals = [p for p in entry.principals if p != who]
             changed += 1
         elif arn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -719,7 +720,7 @@ def _record_applied(config: SyncConfig, plan: Plan, results: list[OpResult]) -> 
         return
     store = AuditStore(config.audit_path)
     cache = _load_state(store, OBSERVED_CACHE_STATE, ObservedCache, "the next run plans those changes again")
-    if cache is not None and record_applied(cache, plan, results):
+    if cache is not None and record_applied(cache, plan, results, now=time.time()):
         _save_state(store, OBSERVED_CACHE_STATE, cache)
 
 

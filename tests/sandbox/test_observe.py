@@ -19,7 +19,16 @@ from idc_sync.aws_clients import IdcClients
 from idc_sync.config import SyncConfig
 from idc_sync.guard import withhold_unread_deletions
 from idc_sync.kintone_client import KintoneClient
-from idc_sync.model import DesiredState, ObservedState, Operation, OpKind, OpResult, Plan
+from idc_sync.model import (
+    AssignmentSpec,
+    DesiredState,
+    ObservedState,
+    Operation,
+    OpKind,
+    OpResult,
+    Plan,
+    RecordRef,
+)
 from idc_sync.observe import ObserveOptions, Touches, observe, plan_touches
 from idc_sync.observed_cache import ObservedCache, pair_key, record_applied
 from idc_sync.plan import compute_plan
@@ -260,10 +269,65 @@ def test_apply_results_are_folded_into_the_cache(world: dict[str, Any]) -> None:
         OpResult(key="later", kind=OpKind.CREATE_ASSIGNMENT, status="deferred"),
     ]
 
-    assert record_applied(cache, plan, results) == 2
+    assert record_applied(cache, plan, results, now=7.0) == 2
     assert (victim.principal_type, victim.principal_id) not in cache.pairs[key].principals
     assert ("USER", newcomer) in cache.pairs[key].principals
     assert pair_key("999999999999", victim.permission_set_arn) not in cache.pairs  # deferred: not done
+
+
+def test_created_assignments_survive_the_next_observe_without_a_re_read(world: dict[str, Any]) -> None:
+    """A creation on an account the set was not provisioned to: the cache learns the provisioning too, so
+    the next observe keeps the pair (and the plan does not create it again) without reading it."""
+    sandbox = world["sandbox"]
+    _, cache, _ = _observe(world, None, now=lambda: 1_000.0)
+    state = next(c.state for c in cache.permission_sets.values() if c.state.managed)
+    org = sandbox.world.organization
+    account = next(
+        a
+        for a, acct in sorted(org.accounts.items())
+        if a not in state.provisioned_accounts and a != org.management_account_id and acct.state == "ACTIVE"
+    )
+    user = next(iter(sandbox.world.identity_store.users.values()))
+    with sandbox.lock:  # what apply did in IdC: the assignment, which provisions the set to the account
+        ic = sandbox.world.identity_center
+        ic.assignments.add(Assignment(account, state.arn, "USER", user.user_id))
+        ic.provisioned[(account, state.arn)] = ic.permission_sets[state.arn].version
+    op = Operation(
+        key="c",
+        kind=OpKind.CREATE_ASSIGNMENT,
+        permission_set_name=state.name,
+        permission_set_arn=state.arn,
+        account_id=account,
+        principal_type="USER",
+        principal_id=user.user_id,
+    )
+    record_applied(
+        cache,
+        Plan(operations=[op]),
+        [OpResult(key="c", kind=OpKind.CREATE_ASSIGNMENT, status="succeeded")],
+        now=1_000.5,  # after the first read: the sweep (10 calls) has older items to read first
+    )
+    sandbox.calls.clear()
+
+    desired: DesiredState = world["desired"]
+    wanted = AssignmentSpec(
+        principal_type="USER",
+        principal_name=user.user_name,
+        target=account,
+        permission_set_name=state.name,
+        record=RecordRef(app="assignments", app_id="2", record_id="9999"),
+    )
+    world["desired"] = desired.model_copy(update={"assignments": [*desired.assignments, wanted]})
+
+    observed, cache2, _ = _observe(world, cache, now=lambda: 1_001.0)
+
+    assert pair_key(account, state.arn) in cache2.pairs
+    assert not [op for op in _plan(world, observed).operations if op.account_id == account]  # no re-create
+    assert any(a.account_id == account and a.principal_id == user.user_id for a in observed.assignments)
+    assert not any(
+        c.operation == "ListAccountAssignments" and c.params.get("AccountId") == account
+        for c in sandbox.calls.calls("sso-admin")
+    )
 
 
 def test_apply_withholds_a_deletion_on_a_pair_not_read_this_run(world: dict[str, Any]) -> None:
