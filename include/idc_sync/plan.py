@@ -739,7 +739,9 @@ class _Planner:
         )
 
         merged = want.merge(have, on=keys, how="outer", indicator=True, sort=True)
-        for row in merged.to_dict("records"):
+        columns = list(merged.columns)  # rows as dicts; column lists are ~3x faster than to_dict("records")
+        column_values = [merged[c].tolist() for c in columns]
+        for row in (dict(zip(columns, values, strict=True)) for values in zip(*column_values, strict=True)):
             where = row["_merge"]
             ps = row["ps_name"]
             account = row["account_id"]
