@@ -57,7 +57,7 @@ demo-up: venv
 BENCH_SIZES ?= M L
 BENCH_O15 ?= 1
 # Each size: the steady-state scenarios and a 3-run cold sync (not to completion: 50,000 operations take hours
-# by construction). Drift at L is bounded by the sweep arithmetic (tests/sandbox/test_observe.py shows it).
+# by construction). Drift at L is bounded by the sweep arithmetic (tests/component/test_observe.py shows it).
 BENCH_ARGS ?= --no-cold-to-completion
 bench: venv
 	set -e; for size in $(BENCH_SIZES); do \

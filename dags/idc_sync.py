@@ -39,6 +39,12 @@ LONG = dt.timedelta(minutes=30)
 SHORT = dt.timedelta(minutes=5)
 
 
+def _list_param(title: str, description: str, pattern: str | None = None) -> Param:
+    """A trigger-form field that takes a list of strings, one per line (empty by default)."""
+    items = {"type": "string"} if pattern is None else {"type": "string", "pattern": pattern}
+    return Param([], type="array", items=items, title=title, description=description)
+
+
 @dag(
     dag_id="idc_sync",
     schedule="*/10 * * * *",
@@ -59,19 +65,13 @@ SHORT = dt.timedelta(minutes=5)
             title="Dry run",
             description="Compute, validate and show the plan; change nothing in AWS, kintone or Slack.",
         ),
-        "scope_accounts": Param(
-            [],
-            type="array",
-            items={"type": "string", "pattern": "^[0-9]{12}$"},
-            title="Only these accounts",
-            description="12-digit AWS account ids, one per line. Empty: every account.",
+        "scope_accounts": _list_param(
+            "Only these accounts",
+            "12-digit AWS account ids, one per line. Empty: every account.",
+            pattern="^[0-9]{12}$",
         ),
-        "scope_permission_sets": Param(
-            [],
-            type="array",
-            items={"type": "string"},
-            title="Only these permission sets",
-            description="Permission set names, one per line. Empty: every permission set.",
+        "scope_permission_sets": _list_param(
+            "Only these permission sets", "Permission set names, one per line. Empty: every permission set."
         ),
         "allow_mass_delete": Param(
             False,
@@ -93,12 +93,9 @@ SHORT = dt.timedelta(minutes=5)
             title="Full resync",
             description="Re-read everything and re-provision every managed permission set.",
         ),
-        "adopt_permission_sets": Param(
-            [],
-            type="array",
-            items={"type": "string"},
-            title="Adopt existing permission sets",
-            description="Names of existing permission sets WITHOUT the ownership tag to hand over to idc-sync "
+        "adopt_permission_sets": _list_param(
+            "Adopt existing permission sets",
+            "Names of existing permission sets WITHOUT the ownership tag to hand over to idc-sync "
             "(one per line). Each is tagged managed-by=idc-sync before the plan, only if a kintone record "
             "defines it and it is not provisioned to the management account; from then on it and its "
             "assignments follow kintone. Logged and kept in the audit artifact.",
@@ -167,25 +164,28 @@ def idc_sync() -> None:
         return steps.validate_policies(desired, diff)
 
     @task(multiple_outputs=False, execution_timeout=SHORT, show_return_value_in_logs=False)
-    def deletion_guard(validated: dict[str, Any]) -> dict[str, Any]:
+    def deletion_guard(diff: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
         """Which deletions this run applies: all within the guard; beyond it only approved ones (the rest
         is withheld and asked about in idc_sync_approval). Never waits."""
         from idc_sync_airflow import steps
 
-        return steps.deletion_guard(validated)
+        return steps.deletion_guard(diff, validated)
 
     # Starts idc_sync_approval with the withheld deletions (skipped when nothing is to be asked).
     request_approval = RequestApprovalOperator(task_id="request_approval", execution_timeout=SHORT)
 
     @task(multiple_outputs=False, execution_timeout=LONG, show_return_value_in_logs=False)
-    def apply_permission_sets(validated: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
+    def apply_permission_sets(
+        diff: dict[str, Any], validated: dict[str, Any], observed: dict[str, Any]
+    ) -> dict[str, Any]:
         """Create, update and re-provision permission sets (idempotent; async operations polled)."""
         from idc_sync_airflow import steps
 
-        return steps.apply_permission_sets(validated, observed)
+        return steps.apply_permission_sets(diff, validated, observed)
 
     @task(multiple_outputs=False, execution_timeout=LONG, show_return_value_in_logs=False)
     def apply_assignments(
+        diff: dict[str, Any],
         validated: dict[str, Any],
         observed: dict[str, Any],
         applied_sets: dict[str, Any],
@@ -194,7 +194,7 @@ def idc_sync() -> None:
         """Create and delete account assignments, then delete permission sets no record wants."""
         from idc_sync_airflow import steps
 
-        return steps.apply_assignments(validated, observed, applied_sets, guard)
+        return steps.apply_assignments(diff, validated, observed, applied_sets, guard)
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, multiple_outputs=False)
     def notify() -> dict[str, Any]:
@@ -208,16 +208,19 @@ def idc_sync() -> None:
 
         return steps.notify()
 
-    desired = extract_kintone()
-    observed = observe_idc(desired)
-    scim = scim_verdict()
+    # Here a task's output is an XComArg, which Airflow resolves to the task's return value before a
+    # downstream task runs. @task's typing wants that value itself (a dict), so the outputs are typed Any
+    # (as Airflow's own mypy plugin treats XComArgs).
+    desired: Any = extract_kintone()
+    observed: Any = observe_idc(desired)
+    scim: Any = scim_verdict()
     scim_health >> scim
-    diff = compute_diff(desired, observed, scim)
-    validated = validate_policies(desired, diff)
-    guard = deletion_guard(validated)
+    diff: Any = compute_diff(desired, observed, scim)
+    validated: Any = validate_policies(desired, diff)
+    guard: Any = deletion_guard(diff, validated)
     guard >> request_approval
-    applied_sets = apply_permission_sets(validated, observed)
-    applied_assignments = apply_assignments(validated, observed, applied_sets, guard)
+    applied_sets: Any = apply_permission_sets(diff, validated, observed)
+    applied_assignments = apply_assignments(diff, validated, observed, applied_sets, guard)
     final = notify()
     # notify runs whatever happened before it, once every task is final, and reads the XComs that exist.
     [

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "include"), str(REPO / "plugins")]
 
 from idc_sandbox.connections import airflow_connection_env, object_storage_xcom_env  # noqa: E402
+from idc_sync_airflow.airflow_api import AirflowApi, AirflowApiError  # noqa: E402
 
 STATE = REPO / ".demo"
 
@@ -46,46 +47,27 @@ def wait_for(url: str, what: str, timeout: float, proc: subprocess.Popen[bytes] 
     raise SystemExit(f"{what} did not come up within {timeout:.0f}s ({url}); see {STATE}/*.log")
 
 
-class Airflow:
-    def __init__(self, url: str, password: str) -> None:
-        self.url = url
-        self.session = requests.Session()
-        self.password = password
-
-    def login(self) -> None:
-        resp = self.session.post(
-            f"{self.url}/auth/token", json={"username": "admin", "password": self.password}
-        )
-        resp.raise_for_status()
-        self.session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
-
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = self.session.request(method, f"{self.url}/api/v2{path}", timeout=30, **kwargs)
-        if resp.status_code >= 400:
-            raise RuntimeError(f"{method} {path}: {resp.status_code} {resp.text[:500]}")
-        return resp.json() if resp.content else None
+class Airflow(AirflowApi):
+    """The REST API as the demo's admin, and the waits of the demo."""
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                self.api("GET", f"/dags/{dag_id}")
+                self("GET", f"/dags/{dag_id}")
                 return
-            except RuntimeError:
+            except AirflowApiError:
                 time.sleep(2)
         raise SystemExit(f"DAG {dag_id} was not parsed within {timeout:.0f}s: see {STATE}/airflow.log")
-
-    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
-        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
-        return str(run["dag_run_id"])
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
-            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
-            tis = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
-            line = ", ".join(f"{t['task_id']}={t['state']}" for t in tis if t["state"])
+            run = self("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            line = ", ".join(
+                f"{task}={state}" for task, state in self.task_states(dag_id, run_id).items() if state
+            )
             if line != last:
                 print(f"  {line}")
                 last = line
@@ -228,19 +210,24 @@ def main() -> int:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
 
+    def start(log_name: str, *module_args: str) -> subprocess.Popen[bytes]:
+        """``python -m <module_args>`` in its own process group, its output in STATE/<log_name>."""
+        with open(STATE / log_name, "wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [python, "-m", *module_args],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        return procs[-1]
+
     try:
         print(f"starting the sandbox on {sandbox} (log: {STATE}/sandbox.log)")
-        sandbox_log = open(STATE / "sandbox.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(
-                [python, "-m", "idc_sandbox", "--port", str(sandbox_port), "--seed", "demo"],
-                env=env,
-                stdout=sandbox_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-        wait_for(f"{sandbox}/_health", "the sandbox", 60, procs[-1])
+        proc = start("sandbox.log", "idc_sandbox", "--port", str(sandbox_port), "--seed", "demo")
+        wait_for(f"{sandbox}/_health", "the sandbox", 60, proc)
         before = _assignment_keys(sandbox)
 
         print(f"starting Airflow standalone on {airflow_url} (log: {STATE}/airflow.log)")
@@ -249,25 +236,16 @@ def main() -> int:
         )
         if migrate.returncode != 0:
             raise SystemExit(f"airflow db migrate failed:\n{(migrate.stdout + migrate.stderr)[-3000:]}")
-        airflow_log = open(STATE / "airflow.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(
-                [python, "-m", "airflow", "standalone"],
-                env=env,
-                stdout=airflow_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-        wait_for(f"{airflow_url}/api/v2/monitor/health", "Airflow", 240, procs[-1])
-        af = Airflow(airflow_url, password)
-        af.login()
+        proc = start("airflow.log", "airflow", "standalone")
+        wait_for(f"{airflow_url}/api/v2/monitor/health", "Airflow", 240, proc)
+        af = Airflow(airflow_url)
+        af.login("admin", password)
         af.wait_for_dag("idc_sync")
         print("triggering idc_sync ...")
         run_id = af.trigger("idc_sync", json.loads(args.conf))
         run = af.wait_for_run("idc_sync", run_id)
         report(sandbox, before, run)
-        runs = af.api("GET", "/dags/idc_sync/dagRuns")["dag_runs"]
+        runs = af("GET", "/dags/idc_sync/dagRuns")["dag_runs"]
         if len(runs) > 1:
             print("\n== All runs ==")
             for r in runs:

@@ -1,5 +1,14 @@
 """Shared fixtures: one sandbox server per test session, reset before each test that uses it.
 
+The tests come in four kinds, one folder each:
+
+- ``unit``: idc_sync and the Airflow glue on hand-built inputs and fakes; no sandbox server.
+- ``sandbox``: the emulator itself (include/idc_sandbox): does it answer like kintone, AWS, Entra and Slack?
+  Through unmodified clients (boto3, raw HTTP) and against moto; no idc_sync code under test.
+- ``component``: idc_sync code (clients, observe, snapshot, apply, adopt, incremental reads) against the
+  sandbox over real HTTP.
+- ``integration``: the real DAG (``dag.test()``, or the real scheduler) against the sandbox.
+
 Airflow reads its configuration when first imported, so its environment (a throw-away AIRFLOW_HOME with
 a SQLite database, this repo's dags/ and plugins/) is set here, before any test module imports it, and
 removed when the session ends.

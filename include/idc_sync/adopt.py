@@ -26,13 +26,20 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel
 
 from idc_sync.aws_clients import IdcClients
 from idc_sync.config import SyncConfig
 from idc_sync.model import AssignmentState, DesiredState, ObservedState
+from idc_sync.snapshot import (
+    SsoReads,
+    account_assignments,
+    paginate,
+    permission_set_tags,
+    provisioned_accounts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +53,10 @@ class AdoptResult(BaseModel):
     permission_set_arn: str | None = None
 
 
-def _pages(client: Any, operation: str, key: str, **params: Any) -> list[Any]:
-    return [item for page in client.get_paginator(operation).paginate(**params) for item in page[key]]
-
-
 def _find_arn(clients: IdcClients, instance_arn: str, name: str) -> str | None:
-    for arn in _pages(clients.sso_admin, "list_permission_sets", "PermissionSets", InstanceArn=instance_arn):
+    for arn in paginate(
+        clients.sso_admin, "list_permission_sets", "PermissionSets", InstanceArn=instance_arn
+    ):
         desc = clients.sso_admin.describe_permission_set(InstanceArn=instance_arn, PermissionSetArn=arn)
         if desc["PermissionSet"]["Name"] == name:
             return str(arn)
@@ -59,18 +64,11 @@ def _find_arn(clients: IdcClients, instance_arn: str, name: str) -> str | None:
 
 
 def _provisioned_accounts(clients: IdcClients, instance_arn: str, arn: str) -> list[str]:
+    """Accounts the set is provisioned to, up to date or not."""
+    reads = SsoReads.of_client(clients.sso_admin)
     accounts: set[str] = set()
     for status in ("LATEST_PERMISSION_SET_PROVISIONED", "LATEST_PERMISSION_SET_NOT_PROVISIONED"):
-        accounts.update(
-            _pages(
-                clients.sso_admin,
-                "list_accounts_for_provisioned_permission_set",
-                "AccountIds",
-                InstanceArn=instance_arn,
-                PermissionSetArn=arn,
-                ProvisioningStatus=status,
-            )
-        )
+        accounts.update(provisioned_accounts(reads, instance_arn, arn, status))
     return sorted(accounts)
 
 
@@ -99,10 +97,7 @@ def adopt_permission_set(
             status="not_found",
             message=f"no permission set named {name} in IAM Identity Center (the pipeline creates it)",
         )
-    tags = {
-        t["Key"]: t.get("Value", "")
-        for t in _pages(sso, "list_tags_for_resource", "Tags", InstanceArn=instance_arn, ResourceArn=arn)
-    }
+    tags = permission_set_tags(SsoReads.of_client(sso), instance_arn, arn)
     if tags.get(config.ownership_tag_key) == config.ownership_tag_value:
         return AdoptResult(
             name=name, status="already_managed", message="already managed", permission_set_arn=arn
@@ -197,27 +192,13 @@ def _assignments_of(
     clients: IdcClients, instance_arn: str, arn: str, observed: ObservedState
 ) -> list[AssignmentState]:
     """The adopted set's assignments (the snapshot reads those of managed sets only)."""
+    reads = SsoReads.of_client(clients.sso_admin)
     out: list[AssignmentState] = []
     for account in _provisioned_accounts(clients, instance_arn, arn):
         if account == observed.org.management_account_id:
             continue
         if not observed.scope or observed.scope.includes_account(account):
-            for a in _pages(
-                clients.sso_admin,
-                "list_account_assignments",
-                "AccountAssignments",
-                InstanceArn=instance_arn,
-                AccountId=account,
-                PermissionSetArn=arn,
-            ):
-                out.append(
-                    AssignmentState(
-                        account_id=account,
-                        permission_set_arn=arn,
-                        principal_type=a["PrincipalType"],
-                        principal_id=a["PrincipalId"],
-                    )
-                )
+            out += account_assignments(reads, instance_arn, account, arn)
     return out
 
 

@@ -62,28 +62,40 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from idc_sync.aws_clients import error_code, snake_case
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
     RECORD_ID_TAG,
-    CustomerPolicyRef,
+    AssignmentOp,
     ObservedState,
+    OpBase,
     Operation,
     OpKind,
     OpResult,
     PermissionsBoundary,
+    PermissionSetOp,
     PermissionSetSpec,
     PermissionSetState,
     Plan,
+    ProvisionOp,
+    pair_key,
     principal_key,
 )
 from idc_sync.policy import policies_equal
+from idc_sync.snapshot import (
+    SsoReads,
+    customer_policy_refs,
+    managed_policy_arns,
+    permission_set_tags,
+    read_permission_set,
+)
 
 if TYPE_CHECKING:
     from idc_sync.aws_clients import IdcClients
@@ -123,6 +135,8 @@ STATUSES: tuple[Status, ...] = ("succeeded", "already_in_place", "failed", "skip
 WAITING_FOR_RENAME = "waiting for the renamed set's assignment"
 DEFERRED = "deferred to the next run"
 
+_OpT = TypeVar("_OpT", bound=OpBase)
+
 
 @dc.dataclass
 class ApplyOptions:
@@ -153,6 +167,11 @@ class ApplyOptions:
     # made it) is reported "already_in_place", not "succeeded". On for task retries: AWS answers a
     # duplicate create with SUCCEEDED, so without a read a no-op cannot be told from a change.
     confirm_creates: bool = False
+    # Journal hooks (``idc_sync.apply_journal``): ``on_start(op, "account|arn")`` just before an assignment
+    # request is sent, ``on_result(result)`` when an assignment operation ends, so a run killed mid-apply
+    # leaves which pairs it may have changed and the next run re-reads exactly those.
+    on_start: Callable[[Operation, str], None] | None = None
+    on_result: Callable[[OpResult], None] | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     rng: random.Random = dc.field(default_factory=random.Random)
@@ -166,12 +185,6 @@ class OpFailed(Exception):
         self.message = message
         self.status: Status = status
         self.request_id = request_id
-
-
-def error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
 
 
 def error_message(exc: BaseException) -> str:
@@ -200,7 +213,7 @@ def _request_id(resp: dict[str, Any] | None) -> str | None:
 class _Ctx:
     """Book-keeping of one operation: how many retries its calls needed, its last request id."""
 
-    op: Operation
+    op: OpBase
     retries: int = 0
     request_id: str | None = None
     arn: str | None = None
@@ -566,7 +579,11 @@ class _Schedule:
     QUEUED, RUNNING, FINISHED = "queued", "running", "finished"
 
     def __init__(
-        self, ops: Sequence[Operation], order: list[int], deadline: float | None, clock: Callable[[], float]
+        self,
+        ops: Sequence[AssignmentOp],
+        order: list[int],
+        deadline: float | None,
+        clock: Callable[[], float],
     ) -> None:
         self.ops = ops
         self.deadline = deadline
@@ -579,7 +596,7 @@ class _Schedule:
         self._rank: dict[int, int] = {}
         for rank, i in enumerate(order):
             self._rank[i] = rank
-            self._queues.setdefault(ops[i].account_id or "", deque()).append(i)
+            self._queues.setdefault(ops[i].account_id, deque()).append(i)
         self._state: dict[str, str] = {op.key: self.QUEUED for op in ops}
         self._busy: set[str] = set()
         self._parked: dict[str, list[str]] = {}  # dependency key -> accounts whose next op waits for it
@@ -633,7 +650,7 @@ class _Schedule:
 
     def finish(self, i: int) -> None:
         op = self.ops[i]
-        account = op.account_id or ""
+        account = op.account_id
         with self._cond:
             self._busy.discard(account)
             self.running -= 1
@@ -706,7 +723,7 @@ class _Applier:
         self, ctx: _Ctx | None, operation: str, *, retry_conflict: bool = True, **params: Any
     ) -> dict[str, Any]:
         """One sso-admin call; apply retries only what botocore does not (see :meth:`retryable`)."""
-        fn = getattr(self.sso, _snake(operation))
+        fn = getattr(self.sso, snake_case(operation))
 
         def retryable(exc: BaseException) -> bool:
             return self.retryable(exc, retry_conflict=retry_conflict)
@@ -823,7 +840,7 @@ class _Applier:
         )
 
     # ------------------------------------------------------------------ running operations
-    def run(self, op: Operation, body: Callable[[_Ctx], str]) -> OpResult:
+    def run(self, op: OpBase, body: Callable[[_Ctx], str]) -> OpResult:
         """Run one operation; every outcome (even a bug) becomes its OpResult, never an exception."""
         ctx = _Ctx(op=op, arn=op.permission_set_arn)
         status: Status = "succeeded"
@@ -880,10 +897,10 @@ class _Applier:
 
     def run_grouped(
         self,
-        ops: list[Operation],
-        group_of: Callable[[Operation], str],
+        ops: list[_OpT],
+        group_of: Callable[[_OpT], str],
         workers: int,
-        body: Callable[[Operation, _Ctx], str],
+        body: Callable[[_OpT, _Ctx], str],
         progress: _Progress,
     ) -> list[OpResult]:
         """Run groups in parallel (≤ ``workers``), the operations of one group one after another.
@@ -913,9 +930,9 @@ class _Applier:
 
     def run_scheduled(
         self,
-        ops: list[Operation],
+        ops: list[AssignmentOp],
         workers: int,
-        body: Callable[[Operation, _Ctx], str],
+        body: Callable[[AssignmentOp, _Ctx], str],
         progress: _Progress,
         deadline: float | None,
     ) -> list[OpResult]:
@@ -936,11 +953,13 @@ class _Applier:
                     self.finished[op.key] = result.done
                     results[i] = result
                     progress.add(result)
+                    if self.opt.on_result is not None:
+                        self.opt.on_result(result)
                 finally:
                     schedule.finish(i)
 
         if ops:
-            n = max(1, min(workers, len({op.account_id or "" for op in ops})))
+            n = max(1, min(workers, len({op.account_id for op in ops})))
             with ThreadPoolExecutor(max_workers=n, thread_name_prefix="idc-apply") as ex:
                 for f in [ex.submit(work) for _ in range(n)]:
                     f.result()  # work never raises (run() catches everything)
@@ -978,7 +997,7 @@ class _Applier:
             results[i] = result
         return [r for r in results if r is not None]
 
-    def unmet_dependencies(self, op: Operation) -> OpResult | None:
+    def unmet_dependencies(self, op: OpBase) -> OpResult | None:
         """A "skipped" result when an operation ``op`` depends on did not succeed in this run.
 
         The plan makes the order explicit (the removal of a renamed set's assignment depends on the creation
@@ -1051,60 +1070,20 @@ class _Applier:
             return dict(self._name_index)
 
     def tags(self, ctx: _Ctx, arn: str) -> dict[str, str]:
-        items = self.paginate(
-            ctx, "ListTagsForResource", "Tags", InstanceArn=self.instance_arn, ResourceArn=arn
-        )
-        return {t["Key"]: t.get("Value", "") for t in items}
+        return permission_set_tags(self.reads(ctx), self.instance_arn, arn)
 
     def owned(self, tags: dict[str, str]) -> bool:
         return tags.get(self.config.ownership_tag_key) == self.config.ownership_tag_value
 
+    def reads(self, ctx: _Ctx) -> SsoReads:
+        """The shared permission set readers (``idc_sync.snapshot``) through this operation's calls."""
+        return SsoReads(functools.partial(self.call, ctx), functools.partial(self.paginate, ctx))
+
     def read_permission_set(self, ctx: _Ctx, arn: str) -> PermissionSetState:
-        base: dict[str, Any] = {"InstanceArn": self.instance_arn, "PermissionSetArn": arn}
-        desc = self.call(ctx, "DescribePermissionSet", **base)["PermissionSet"]
-        managed = self.paginate(ctx, "ListManagedPoliciesInPermissionSet", "AttachedManagedPolicies", **base)
-        customer = self.paginate(
-            ctx,
-            "ListCustomerManagedPolicyReferencesInPermissionSet",
-            "CustomerManagedPolicyReferences",
-            **base,
-        )
-        inline = self.call(ctx, "GetInlinePolicyForPermissionSet", **base).get("InlinePolicy") or None
-        boundary: PermissionsBoundary | None = None
-        try:
-            raw = self.call(ctx, "GetPermissionsBoundaryForPermissionSet", **base).get("PermissionsBoundary")
-        except ClientError as exc:
-            if error_code(exc) != NOT_FOUND:
-                raise
-            raw = None
-        if raw:
-            cmp = raw.get("CustomerManagedPolicyReference")
-            boundary = PermissionsBoundary(
-                managed_policy_arn=raw.get("ManagedPolicyArn"),
-                customer_managed_policy=CustomerPolicyRef(name=cmp["Name"], path=cmp.get("Path", "/"))
-                if cmp
-                else None,
-            )
-        tags = self.tags(ctx, arn)
-        return PermissionSetState(
-            arn=arn,
-            name=desc["Name"],
-            description=desc.get("Description", "") or "",
-            session_duration=desc.get("SessionDuration", "PT1H") or "PT1H",
-            relay_state=desc.get("RelayState") or None,
-            managed_policies=sorted(p["Arn"] for p in managed),
-            customer_managed_policies=sorted(
-                (CustomerPolicyRef(name=c["Name"], path=c.get("Path", "/")) for c in customer),
-                key=lambda c: (c.path, c.name),
-            ),
-            inline_policy=inline,
-            permissions_boundary=boundary,
-            tags=tags,
-            managed=self.owned(tags),
-        )
+        return read_permission_set(self.reads(ctx), self.instance_arn, arn, self.config)
 
     # ------------------------------------------------------------------ permission sets
-    def create_permission_set(self, op: Operation, ctx: _Ctx) -> str:
+    def create_permission_set(self, op: PermissionSetOp, ctx: _Ctx) -> str:
         spec = op.spec
         if spec is None:
             raise OpFailed("plan error: create_permission_set without a spec")
@@ -1161,7 +1140,7 @@ class _Applier:
             f" ({', '.join(changed)})" if changed else ""
         )
 
-    def update_permission_set(self, op: Operation, ctx: _Ctx, ps_arns: dict[str, str]) -> str:
+    def update_permission_set(self, op: PermissionSetOp, ctx: _Ctx, ps_arns: dict[str, str]) -> str:
         spec = op.spec
         if spec is None:
             raise OpFailed("plan error: update_permission_set without a spec")
@@ -1192,10 +1171,21 @@ class _Applier:
         Detach before attach (frees room under the 20-policy limit); nothing here reaches the accounts
         until ProvisionPermissionSet, so the order is invisible to users.
         """
-        base: dict[str, Any] = {"InstanceArn": self.instance_arn, "PermissionSetArn": arn}
-        changed: list[str] = []
+        steps = (
+            self._converge_attributes,
+            self._converge_managed_policies,
+            self._converge_customer_policies,
+            self._converge_inline_policy,
+            self._converge_boundary,
+        )
+        return [what for step in steps for what in step(ctx, arn, spec, current)]
 
-        # Attributes. Description/RelayState cannot be cleared through the API (min length 1).
+    def _converge_attributes(
+        self, ctx: _Ctx, arn: str, spec: PermissionSetSpec, current: PermissionSetState
+    ) -> list[str]:
+        """Description, session duration, relay state (the first and last cannot be cleared through the
+        API: min length 1)."""
+        changed: list[str] = []
         upd: dict[str, Any] = {}
         if spec.description and spec.description != current.description:
             upd["Description"] = spec.description
@@ -1204,14 +1194,18 @@ class _Applier:
         if spec.relay_state and spec.relay_state != current.relay_state:
             upd["RelayState"] = spec.relay_state
         if upd:
-            self.call(ctx, "UpdatePermissionSet", **base, **upd)
+            self.call(ctx, "UpdatePermissionSet", InstanceArn=self.instance_arn, PermissionSetArn=arn, **upd)
             changed.append("attributes")
         if not spec.description and current.description:
             ctx.notes.append("the description cannot be emptied through the API; it was left as is")
         if not spec.relay_state and current.relay_state:
             ctx.notes.append("the relay state cannot be emptied through the API; it was left as is")
+        return changed
 
-        # AWS managed policies.
+    def _converge_managed_policies(
+        self, ctx: _Ctx, arn: str, spec: PermissionSetSpec, current: PermissionSetState
+    ) -> list[str]:
+        base: dict[str, Any] = {"InstanceArn": self.instance_arn, "PermissionSetArn": arn}
         want_m, have_m = set(spec.managed_policies), set(current.managed_policies)
         for policy_arn in sorted(have_m - want_m):
             self.call_gone_ok(
@@ -1225,10 +1219,12 @@ class _Applier:
                 **base,
                 ManagedPolicyArn=policy_arn,
             )
-        if want_m != have_m:
-            changed.append("managed policies")
+        return ["managed policies"] if want_m != have_m else []
 
-        # Customer managed policy references.
+    def _converge_customer_policies(
+        self, ctx: _Ctx, arn: str, spec: PermissionSetSpec, current: PermissionSetState
+    ) -> list[str]:
+        base: dict[str, Any] = {"InstanceArn": self.instance_arn, "PermissionSetArn": arn}
         want_c = {(c.name, c.path) for c in spec.customer_managed_policies}
         have_c = {(c.name, c.path) for c in current.customer_managed_policies}
         for name, path in sorted(have_c - want_c):
@@ -1246,55 +1242,43 @@ class _Applier:
                 **base,
                 CustomerManagedPolicyReference={"Name": name, "Path": path},
             )
-        if want_c != have_c:
-            changed.append("customer managed policies")
+        return ["customer managed policies"] if want_c != have_c else []
 
-        # Inline policy (compared semantically: whitespace/key order do not count).
-        # The text written is the requester's own (line/column in feedback match what they wrote).
+    def _converge_inline_policy(
+        self, ctx: _Ctx, arn: str, spec: PermissionSetSpec, current: PermissionSetState
+    ) -> list[str]:
+        """Compared semantically (whitespace/key order do not count). The text written is the requester's
+        own (line/column in feedback match what they wrote)."""
+        base: dict[str, Any] = {"InstanceArn": self.instance_arn, "PermissionSetArn": arn}
         if spec.inline_policy and spec.inline_policy.strip():
             if current.inline_policy is None or not policies_equal(spec.inline_policy, current.inline_policy):
                 self.call(ctx, "PutInlinePolicyToPermissionSet", **base, InlinePolicy=spec.inline_policy)
-                changed.append("inline policy")
+                return ["inline policy"]
         elif current.inline_policy:
             self.call_gone_ok(ctx, "DeleteInlinePolicyFromPermissionSet", **base)
-            changed.append("inline policy removed")
+            return ["inline policy removed"]
+        return []
 
-        # Permissions boundary.
-        if spec.permissions_boundary != current.permissions_boundary:
-            if spec.permissions_boundary is None:
-                self.call_gone_ok(ctx, "DeletePermissionsBoundaryFromPermissionSet", **base)
-                changed.append("permissions boundary removed")
-            else:
-                self.call(
-                    ctx,
-                    "PutPermissionsBoundaryToPermissionSet",
-                    **base,
-                    PermissionsBoundary=_boundary_wire(spec.permissions_boundary),
-                )
-                changed.append("permissions boundary")
-        return changed
+    def _converge_boundary(
+        self, ctx: _Ctx, arn: str, spec: PermissionSetSpec, current: PermissionSetState
+    ) -> list[str]:
+        base: dict[str, Any] = {"InstanceArn": self.instance_arn, "PermissionSetArn": arn}
+        if spec.permissions_boundary == current.permissions_boundary:
+            return []
+        if spec.permissions_boundary is None:
+            self.call_gone_ok(ctx, "DeletePermissionsBoundaryFromPermissionSet", **base)
+            return ["permissions boundary removed"]
+        wire = _boundary_wire(spec.permissions_boundary)
+        self.call(ctx, "PutPermissionsBoundaryToPermissionSet", **base, PermissionsBoundary=wire)
+        return ["permissions boundary"]
 
     def live_managed(self, ctx: _Ctx, arn: str) -> set[str]:
-        items = self.paginate(
-            ctx,
-            "ListManagedPoliciesInPermissionSet",
-            "AttachedManagedPolicies",
-            InstanceArn=self.instance_arn,
-            PermissionSetArn=arn,
-        )
-        return {p["Arn"] for p in items}
+        return set(managed_policy_arns(self.reads(ctx), self.instance_arn, arn))
 
     def live_customer(self, ctx: _Ctx, arn: str) -> set[tuple[str, str]]:
-        items = self.paginate(
-            ctx,
-            "ListCustomerManagedPolicyReferencesInPermissionSet",
-            "CustomerManagedPolicyReferences",
-            InstanceArn=self.instance_arn,
-            PermissionSetArn=arn,
-        )
-        return {(c["Name"], c.get("Path", "/")) for c in items}
+        return {(c.name, c.path) for c in customer_policy_refs(self.reads(ctx), self.instance_arn, arn)}
 
-    def provision(self, op: Operation, ctx: _Ctx, ps_arns: dict[str, str]) -> str:
+    def provision(self, op: ProvisionOp, ctx: _Ctx, ps_arns: dict[str, str]) -> str:
         self.refuse_management(op.account_id)
         self.require_owned(op.permission_set_name)
         arn = op.permission_set_arn or ps_arns.get(op.permission_set_name)
@@ -1322,7 +1306,7 @@ class _Applier:
         )
         return f"provisioned to {where}"
 
-    def delete_permission_set(self, op: Operation, ctx: _Ctx) -> str:
+    def delete_permission_set(self, op: PermissionSetOp, ctx: _Ctx) -> str:
         self.require_owned(op.permission_set_name)
         self.refuse_if_provisioned_to_management(op.permission_set_name)
         ps = self.observed_ps(op.permission_set_name)
@@ -1381,10 +1365,8 @@ class _Applier:
                 }
             return (account_id, arn, principal_type, principal_id) in self._observed_assignments
 
-    def assignment(self, op: Operation, ctx: _Ctx, ps_arns: dict[str, str]) -> str:
+    def assignment(self, op: AssignmentOp, ctx: _Ctx, ps_arns: dict[str, str]) -> str:
         self.refuse_management(op.account_id)
-        if not op.account_id:
-            raise OpFailed("plan error: assignment operation without an account id")
         name = op.permission_set_name
         ps = self.observed_ps(name)
         arn = ps_arns.get(name) or op.permission_set_arn or (ps.arn if ps else None)
@@ -1397,15 +1379,6 @@ class _Applier:
         ctx.arn = arn
         self.require_owned(name)
         principal_id = op.principal_id
-        if principal_id is None and op.principal_type and op.principal_name:
-            principal_id = self.observed.principal_ids.get(
-                principal_key(op.principal_type, op.principal_name)
-            )
-        if principal_id is None or op.principal_type is None:
-            raise OpFailed(
-                f"principal {op.principal_type}:{op.principal_name} is not known in IAM Identity Center",
-                status="skipped",
-            )
         params: dict[str, Any] = {
             "InstanceArn": self.instance_arn,
             "TargetId": op.account_id,
@@ -1414,7 +1387,8 @@ class _Applier:
             "PrincipalType": op.principal_type,
             "PrincipalId": principal_id,
         }
-        who = f"{op.principal_type}:{op.principal_name or principal_id}"
+        who = principal_key(op.principal_type, op.principal_name or principal_id)
+        pair = pair_key(op.account_id, arn)
         if op.kind == OpKind.CREATE_ASSIGNMENT:
             # The plan creates only what its observed state lacks; applied again with a newer observed
             # state (the rest of a run cut by its time budget), what that state has is not sent again.
@@ -1426,11 +1400,15 @@ class _Applier:
             ):
                 ctx.already = True
                 return "already assigned"
+            if self.opt.on_start is not None:
+                self.opt.on_start(op, pair)
             resp = self.call(ctx, CREATION.start, **params)
             self.await_assignment(
                 ctx, CREATION, resp[CREATION.start_key], f"assigning {name} to {who} in {op.account_id}"
             )
             return "assigned"
+        if self.opt.on_start is not None:
+            self.opt.on_start(op, pair)
         resp_d = self.call_gone_ok(ctx, DELETION.start, **params)
         if resp_d is None:
             ctx.already = True
@@ -1449,15 +1427,6 @@ def _raise_unless_succeeded(status: dict[str, Any], what: str, rid: str | None) 
         raise OpFailed(f"{what} FAILED: {reason}", request_id=rid)
     if status.get("Status") != "SUCCEEDED":
         raise OpFailed(f"{what}: unexpected status {status.get('Status')!r}", request_id=rid)
-
-
-def _snake(operation: str) -> str:
-    out = []
-    for i, ch in enumerate(operation):
-        if ch.isupper() and i:
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
 
 
 def _boundary_wire(b: PermissionsBoundary) -> dict[str, Any]:
@@ -1505,16 +1474,16 @@ def apply_permission_sets(
     :func:`apply_assignments` / :func:`apply_permission_set_deletions`.
     """
     ap = _Applier(clients, observed, config, log, options)
-    creates = plan.of_kind(OpKind.CREATE_PERMISSION_SET)
-    updates = plan.of_kind(OpKind.UPDATE_PERMISSION_SET)
-    provisions = plan.of_kind(OpKind.PROVISION_PERMISSION_SET)
+    creates = plan.of_type(PermissionSetOp, OpKind.CREATE_PERMISSION_SET)
+    updates = plan.of_type(PermissionSetOp, OpKind.UPDATE_PERMISSION_SET)
+    provisions = plan.of_type(ProvisionOp)
     progress = _Progress(
         len(creates) + len(updates) + len(provisions), "permission set operations", ap.log, ap.opt
     )
     results: list[OpResult] = []
 
     # Creates and updates are synchronous calls; one worker per permission set, a few in parallel.
-    by_name: Callable[[Operation], str] = lambda op: op.permission_set_name  # noqa: E731
+    by_name: Callable[[PermissionSetOp], str] = lambda op: op.permission_set_name  # noqa: E731
     results += ap.run_grouped(
         creates,
         by_name,
@@ -1579,7 +1548,7 @@ def apply_assignments(
         deadline = opt.clock() + config.apply_budget_seconds
     opt = dc.replace(opt, deadline=deadline)
     ap = _Applier(clients, observed, config, log, opt)
-    ops = plan.of_kind(OpKind.CREATE_ASSIGNMENT, OpKind.DELETE_ASSIGNMENT)
+    ops = plan.of_type(AssignmentOp)
     progress = _Progress(len(ops), "assignments", ap.log, ap.opt)
     ap.poller = _StatusPoller(ap).start()
     try:
@@ -1609,7 +1578,7 @@ def apply_assignments(
             plan,
             observed,
             config,
-            blocked=failed,
+            failed_removals=failed,
             deferred=deferred - failed,
             log=log,
             options=opt,
@@ -1623,25 +1592,25 @@ def apply_permission_set_deletions(
     observed: ObservedState,
     config: SyncConfig,
     *,
-    blocked: set[str] | frozenset[str] = frozenset(),
+    failed_removals: set[str] | frozenset[str] = frozenset(),
     deferred: set[str] | frozenset[str] = frozenset(),
     log: logging.Logger | None = None,
     options: ApplyOptions | None = None,
 ) -> list[OpResult]:
     """DELETE_PERMISSION_SET operations; run only after the assignment deletions.
 
-    ``blocked``: names whose assignment deletions failed in this run; they are skipped (IdC would refuse
-    with ConflictException while assignments remain) and the next run tries again. ``deferred``: names
+    ``failed_removals``: names whose assignment deletions failed in this run; they are skipped (IdC would
+    refuse with ConflictException while assignments remain) and the next run tries again. ``deferred``: names
     whose assignment deletions were deferred (time budget): "deferred" too. From ``options.deadline`` on
     (when given) no deletion starts: the rest is deferred.
     """
     ap = _Applier(clients, observed, config, log, options)
-    ops = plan.of_kind(OpKind.DELETE_PERMISSION_SET)
+    ops = plan.of_type(PermissionSetOp, OpKind.DELETE_PERMISSION_SET)
     progress = _Progress(len(ops), "permission set deletions", ap.log, ap.opt)
     results: list[OpResult] = []
     runnable = _skip_permission_sets(
         ops,
-        set(blocked),
+        set(failed_removals),
         "not deleted: some assignments of {name} could not be removed in this run",
         results,
         progress,
@@ -1676,17 +1645,17 @@ def apply_permission_set_deletions(
 
 
 def _skip_permission_sets(
-    ops: list[Operation],
+    ops: list[_OpT],
     names: set[str],
     message: str,
     results: list[OpResult],
     progress: _Progress,
     *,
     status: Status = "skipped",
-) -> list[Operation]:
+) -> list[_OpT]:
     """Record a ``status`` ("skipped") result for each op of a permission set in ``names``; return the
     others."""
-    runnable: list[Operation] = []
+    runnable: list[_OpT] = []
     for op in ops:
         if op.permission_set_name not in names:
             runnable.append(op)

@@ -22,6 +22,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 DEFAULT_RETRIES: dict[str, Any] = {"mode": "standard", "max_attempts": 8}
 
@@ -79,6 +80,23 @@ class RateLimiter:
 
     def __call__(self, **_: Any) -> None:  # botocore event handler signature
         self.acquire()
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` ("ConflictException"...); "" for anything else."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def snake_case(operation: str) -> str:
+    """The boto3 method of an API operation: ``"DescribePermissionSet"`` -> ``"describe_permission_set"``."""
+    out = []
+    for i, ch in enumerate(operation):
+        if ch.isupper() and i:
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
 
 
 def _pace(client: Any, rate: float | None) -> None:

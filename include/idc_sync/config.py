@@ -79,6 +79,8 @@ class SyncConfig(BaseModel):
     # assignment operation starts after it; those not started are "deferred" to the next run (the ones in
     # flight are awaited). Keep it under the schedule's interval. None: no budget.
     apply_budget_seconds: float | None = 480
+    # The observed-state cache learns what apply did this often during a long apply (``apply_journal``).
+    apply_checkpoint_seconds: float = 60
     portal_url: str | None = None  # https://<portal>.awsapps.com/start, for shortcut links
     # Incremental observation (idc_sync.observe): every cached item is re-read within the sweep period;
     # each run spends what that takes (at least the floor, at most the cap) of its sso-admin calls on it.

@@ -212,41 +212,10 @@ def plan_feedback(
     """
     grouped = group_by_record(problems)
     out = FeedbackPlan()
-
-    def comment(ref: RecordRef | None, key: str, text: str, fp: str) -> Comment:
-        app_key, _, record_id = key.partition(":")
-        return Comment(
-            app_id=ref.app_id if ref is not None else (app_ids or {}).get(app_key, ""),
-            record_id=ref.record_id if ref is not None else record_id,
-            record_key=key,
-            text=text,
-            mentions=mentions_for(ref),
-            fingerprint=fp,
-        )
-
-    def one_record(key: str, ref: RecordRef | None, items: list[Problem]) -> None:
-        before = previous.get(key)
-        if all(p.severity == "info" for p in items):
-            fp = INFO_PREFIX + record_fingerprint(items)
-            out.state[key] = fp
-            if before == fp:
-                return
-            # errors that were last said and are now gone: say "resolved" along with the note
-            was_problem = before is not None and before != RESOLVED and not before.startswith(INFO_PREFIX)
-            if was_problem and not complete and before is not None:
-                out.state[key] = before  # maybe only unchecked: keep the last word
-                return
-            text = render_comment(ref, items, language, resolved=was_problem, run_url=run_url)
-            out.comments.append(comment(ref, key, text, fp))
-            return
-        fp = record_fingerprint(items)
-        out.state[key] = fp
-        if before != fp:
-            out.comments.append(comment(ref, key, render_comment(ref, items, language, run_url=run_url), fp))
-
+    say = _RecordNews(out, previous, language, complete, run_url, app_ids or {})
     for key, (ref, items) in sorted(grouped.items()):
         try:
-            one_record(key, ref, items)
+            say.problems(key, ref, items)
         except Exception:  # one record's comment never stops the others (DESIGN rule 6)
             log.exception("could not build the comment for %s; it is tried again next run", key)
             if key in previous:
@@ -263,12 +232,63 @@ def plan_feedback(
             out.state[key] = fp
             continue
         out.state[key] = RESOLVED
-        out.comments.append(comment((refs or {}).get(key), key, _texts(language)["resolved"], RESOLVED))
+        out.comments.append(say.comment((refs or {}).get(key), key, _texts(language)["resolved"], RESOLVED))
     # keep resolved markers only for records that still exist, so the state does not grow forever
     for key, fp in previous.items():
         if fp == RESOLVED and key not in out.state and (live_records is None or key in live_records):
             out.state[key] = RESOLVED
     return out
+
+
+class _RecordNews:
+    """What ``plan_feedback`` says to one record about its problems (the comment and the new state)."""
+
+    def __init__(
+        self,
+        out: FeedbackPlan,
+        previous: dict[str, str],
+        language: str,
+        complete: bool,
+        run_url: str | None,
+        app_ids: dict[str, str],
+    ) -> None:
+        self.out, self.previous, self.language = out, previous, language
+        self.complete, self.run_url, self.app_ids = complete, run_url, app_ids
+
+    def comment(self, ref: RecordRef | None, key: str, text: str, fp: str) -> Comment:
+        app_key, _, record_id = key.partition(":")
+        return Comment(
+            app_id=ref.app_id if ref is not None else self.app_ids.get(app_key, ""),
+            record_id=ref.record_id if ref is not None else record_id,
+            record_key=key,
+            text=text,
+            mentions=mentions_for(ref),
+            fingerprint=fp,
+        )
+
+    def problems(self, key: str, ref: RecordRef | None, items: list[Problem]) -> None:
+        before = self.previous.get(key)
+        if all(p.severity == "info" for p in items):
+            self.notes(key, ref, items, before)
+            return
+        fp = record_fingerprint(items)
+        self.out.state[key] = fp
+        if before != fp:
+            text = render_comment(ref, items, self.language, run_url=self.run_url)
+            self.out.comments.append(self.comment(ref, key, text, fp))
+
+    def notes(self, key: str, ref: RecordRef | None, items: list[Problem], before: str | None) -> None:
+        """Only notes ("info"): said once; errors last said and now gone are "resolved" along with them."""
+        fp = INFO_PREFIX + record_fingerprint(items)
+        self.out.state[key] = fp
+        if before == fp:
+            return
+        was_problem = before is not None and before != RESOLVED and not before.startswith(INFO_PREFIX)
+        if was_problem and not self.complete and before is not None:
+            self.out.state[key] = before  # maybe only unchecked: keep the last word
+            return
+        text = render_comment(ref, items, self.language, resolved=was_problem, run_url=self.run_url)
+        self.out.comments.append(self.comment(ref, key, text, fp))
 
 
 def summarize_results(results: Iterable[OpResult]) -> dict[str, dict[str, int]]:
@@ -387,8 +407,8 @@ def slack_message(
     if admin:
         lines.append(f"*Needs an admin ({len(admin)})*")
         lines += [f"• {esc(_clip(p.message, 400))}" for p in admin[:max_lines]]
-    drift = [op for op in plan.operations if op.reason.startswith("drift")]
-    drift_skipped = [s for s in plan.skipped if s.reason.startswith("drift")]
+    drift = [op for op in plan.operations if op.is_drift]
+    drift_skipped = [s for s in plan.skipped if s.is_drift]
     if drift or drift_skipped:
         lines.append(f"*Drift ({len(drift) + len(drift_skipped)})*")
         lines += [f"• {op.kind.value} `{code(op.key)}` ({esc(op.reason)})" for op in drift[:max_lines]]

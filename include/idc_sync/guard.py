@@ -13,7 +13,17 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from idc_sync.config import SyncConfig
-from idc_sync.model import DesiredState, ObservedState, Operation, OpKind, Plan, Skipped
+from idc_sync.model import (
+    AssignmentOp,
+    DesiredState,
+    ObservedState,
+    OpKind,
+    PermissionSetOp,
+    Plan,
+    Skipped,
+    op_key_permission_set,
+    pair_key,
+)
 
 DELETIONS = (OpKind.DELETE_ASSIGNMENT, OpKind.DELETE_PERMISSION_SET)
 
@@ -32,9 +42,9 @@ class GuardVerdict(BaseModel):
 def evaluate_guard(plan: Plan, desired: DesiredState, config: SyncConfig) -> GuardVerdict:
     # A move (renamed set: the new set's assignment exists or is created first, ``Operation.depends_on``)
     # takes nobody's access away, so it does not count towards the mass-deletion thresholds.
-    all_deletes = plan.of_kind(OpKind.DELETE_ASSIGNMENT)
+    all_deletes = plan.of_type(AssignmentOp, OpKind.DELETE_ASSIGNMENT)
     deletes = [op for op in all_deletes if not op.moved_to]
-    ps_deletes = plan.of_kind(OpKind.DELETE_PERMISSION_SET)
+    ps_deletes = plan.of_type(PermissionSetOp, OpKind.DELETE_PERMISSION_SET)
     reasons: list[str] = []
     if len(deletes) > config.max_deletions:
         reasons.append(f"{len(deletes)} assignment deletions exceed max_deletions={config.max_deletions}")
@@ -70,7 +80,7 @@ def permission_set_deletion_reasons(plan: Plan) -> list[str]:
     thresholds say: a set's deletion takes away all of its access at once.
     """
     reasons: list[str] = []
-    for op in plan.of_kind(OpKind.DELETE_PERMISSION_SET):
+    for op in plan.of_type(PermissionSetOp, OpKind.DELETE_PERMISSION_SET):
         name = op.permission_set_name
         lost = _lost_assignments(plan, op)
         kept = managed_assignments_left(plan, name)
@@ -83,31 +93,29 @@ def permission_set_deletion_reasons(plan: Plan) -> list[str]:
 def _held_with_sets(plan: Plan) -> list[str]:
     """The deletions of every permission set that trips the guard, and its assignments that are not moved."""
     out: list[str] = []
-    for op in plan.of_kind(OpKind.DELETE_PERMISSION_SET):
+    for op in plan.of_type(PermissionSetOp, OpKind.DELETE_PERMISSION_SET):
         lost = _lost_assignments(plan, op)
         if lost or managed_assignments_left(plan, op.permission_set_name):
             out += [op.key, *(a.key for a in lost)]
     return out
 
 
-def _lost_assignments(plan: Plan, op: Operation) -> list[Operation]:
+def _lost_assignments(plan: Plan, op: PermissionSetOp) -> list[AssignmentOp]:
     """Assignment deletions of ``op``'s permission set that are not moved to the set it was renamed to."""
     return [
         a
-        for a in plan.of_kind(OpKind.DELETE_ASSIGNMENT)
+        for a in plan.of_type(AssignmentOp, OpKind.DELETE_ASSIGNMENT)
         if a.permission_set_name == op.permission_set_name and not (op.moved_to and a.moved_to == op.moved_to)
     ]
 
 
 def managed_assignments_left(plan: Plan, permission_set_name: str) -> int:
     """Assignments of a permission set the plan keeps (skipped deletions count as kept)."""
-    return sum(1 for s in plan.skipped if _assignment_ps(s.key) == permission_set_name)
-
-
-def _assignment_ps(key: str) -> str | None:
-    """The permission set of a ``delete_assignment:<account>:<ps>:<type>:<principal>`` key."""
-    parts = key.split(":", 4)
-    return parts[2] if len(parts) == 5 and parts[0] == "delete_assignment" else None
+    return sum(
+        1
+        for s in plan.skipped
+        if op_key_permission_set(s.key, OpKind.DELETE_ASSIGNMENT) == permission_set_name
+    )
 
 
 def deletions_table(plan: Plan, limit: int = 200) -> str:
@@ -119,11 +127,12 @@ def deletions_table(plan: Plan, limit: int = 200) -> str:
         "|---|---|---|---|---|",
     ]
     for op in rows[:limit]:
-        what = "assignment" if op.kind == OpKind.DELETE_ASSIGNMENT else "**permission set**"
-        principal = f"{op.principal_type or ''} {op.principal_name or op.principal_id or ''}".strip()
-        lines.append(
-            f"| {what} | {op.account_id or ''} | {op.permission_set_name} | {principal} | {op.reason} |"
-        )
+        if isinstance(op, AssignmentOp):
+            what, account = "assignment", op.account_id
+            principal = f"{op.principal_type} {op.principal_name or op.principal_id}".strip()
+        else:
+            what, account, principal = "**permission set**", "", ""
+        lines.append(f"| {what} | {account} | {op.permission_set_name} | {principal} | {op.reason} |")
     if len(rows) > limit:
         lines.append(f"\n… and {len(rows) - limit} more (see the compute_diff log).")
     return "\n".join(lines)
@@ -142,17 +151,13 @@ def withhold_unread_deletions(plan: Plan, observed: ObservedState) -> tuple[Plan
     confirmed = set(observed.confirmed_pairs)
     unread = [
         op
-        for op in plan.operations
-        if op.kind == OpKind.DELETE_ASSIGNMENT
-        and not observed.complete
-        and f"{op.account_id}|{op.permission_set_arn}" not in confirmed
+        for op in plan.of_type(AssignmentOp, OpKind.DELETE_ASSIGNMENT)
+        if not observed.complete and pair_key(op.account_id, op.permission_set_arn or "") not in confirmed
     ]
     if not unread:
         return plan, []
     gone = {op.key for op in unread}
-    skipped = [
-        Skipped(key=op.key, reason=UNREAD, record=op.records[0] if op.records else None) for op in unread
-    ]
+    skipped = [Skipped(key=op.key, reason=UNREAD, record=op.record) for op in unread]
     kept = [op for op in plan.operations if op.key not in gone]
     return plan.model_copy(update={"operations": kept, "skipped": [*plan.skipped, *skipped]}), skipped
 
@@ -161,8 +166,6 @@ def withhold_deletions(plan: Plan, reason: str) -> Plan:
     """The same plan with every deletion moved to ``skipped`` (guard rejected or timed out)."""
     kept = [op for op in plan.operations if op.kind not in DELETIONS]
     skipped = list(plan.skipped) + [
-        Skipped(key=op.key, reason=reason, record=op.records[0] if op.records else None)
-        for op in plan.operations
-        if op.kind in DELETIONS
+        Skipped(key=op.key, reason=reason, record=op.record) for op in plan.operations if op.kind in DELETIONS
     ]
     return plan.model_copy(update={"operations": kept, "skipped": skipped})

@@ -21,10 +21,11 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from idc_sync.model import Problem, RecordRef
+from idc_sync.problems import Code
 
 T = TypeVar("T")
 
-INTERNAL_ERROR = "record_internal_error"
+INTERNAL_ERROR: Code = "record_internal_error"
 _ERROR_MAX = 200  # the exception text can quote record content: keep the problem (and comment) small
 
 _STEPS = {
@@ -41,7 +42,7 @@ def internal_error_problem(
     exc: BaseException,
     *,
     log: logging.Logger,
-    code: str = INTERNAL_ERROR,
+    code: Code = INTERNAL_ERROR,
     params: Mapping[str, str | int | float | None] | None = None,
 ) -> Problem:
     """The problem for ``exc`` raised while running ``step`` on ``record``; logs the traceback."""

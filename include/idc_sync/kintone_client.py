@@ -11,9 +11,8 @@ than adapting a library.
 
 Covered:
 
-* records: cursor-based full reads (:meth:`KintoneClient.iter_records`, :meth:`get_all_records`,
-  :meth:`open_cursor`), one page (:meth:`get_records`), :meth:`get_record`, :meth:`add_record`,
-  :meth:`update_record`;
+* records: cursor-based full reads (:meth:`KintoneClient.iter_records`, :meth:`get_all_records`),
+  one page (:meth:`get_records`), :meth:`get_record`, :meth:`add_record`, :meth:`update_record`;
 * comments: :meth:`add_comment` (with @mentions), :meth:`get_comments`;
 * form: :meth:`get_form_fields` (live or preview);
 * app management for ``kintone_setup``: :meth:`create_preview_app`, :meth:`add_form_fields`,
@@ -121,7 +120,7 @@ class _Transient(Exception):
 class RecordCursor:
     """Records of one cursor, iterable once, and a context manager that always finishes the cursor.
 
-    ``with client.open_cursor(app) as records: for r in records: ...`` deletes the kintone cursor on
+    ``with client.iter_records(app) as records: for r in records: ...`` deletes the kintone cursor on
     leaving the block even when the loop stopped early or raised; without ``with``, iterating to the end
     or calling :meth:`close` does the same (and so does garbage collection of the generator, as a last
     resort).
@@ -335,31 +334,25 @@ class KintoneClient:
             raise exc.error from None
 
     # ------------------------------------------------------------------ records
-    def open_cursor(
-        self,
-        app_id: str | int,
-        fields: Sequence[str] | None = None,
-        query: str = "",
-        size: int = MAX_PAGE_SIZE,
-    ) -> RecordCursor:
-        """Context-manager form of :meth:`iter_records`."""
-        return RecordCursor(self.iter_records(app_id, fields=fields, query=query, size=size))
-
     def iter_records(
         self,
         app_id: str | int,
         fields: Sequence[str] | None = None,
         query: str = "",
         size: int = MAX_PAGE_SIZE,
-    ) -> Generator[dict[str, Any], None, None]:
+    ) -> RecordCursor:
         """All records matching ``query`` (no ``limit``/``offset`` in it), through the cursor API.
 
         The cursor is created on the first ``next()`` and always finished: kintone deletes it itself
-        after the last page; otherwise (consumer stopped early, an error, the generator closed) it is
-        deleted here in ``finally``. A read that ends with another number of records than kintone's
+        after the last page; otherwise (consumer stopped early, an error, the cursor closed or left with
+        ``with``) it is deleted then. A read that ends with another number of records than kintone's
         ``totalCount`` raises ``KintoneError`` ``INCOMPLETE_READ`` instead of yielding its last page.
         """
-        app = str(app_id)
+        return RecordCursor(self._cursor_records(str(app_id), fields, query, size))
+
+    def _cursor_records(
+        self, app: str, fields: Sequence[str] | None, query: str, size: int
+    ) -> Generator[dict[str, Any], None, None]:
         if not 1 <= size <= MAX_PAGE_SIZE:
             raise ValueError(f"size must be 1..{MAX_PAGE_SIZE}, got {size}")
         body: dict[str, Any] = {"app": app, "size": size}
@@ -408,7 +401,7 @@ class KintoneClient:
     def get_all_records(
         self, app_id: str | int, fields: Sequence[str] | None = None, query: str = ""
     ) -> list[dict[str, Any]]:
-        with self.open_cursor(app_id, fields=fields, query=query) as records:
+        with self.iter_records(app_id, fields=fields, query=query) as records:
             return list(records)
 
     def get_records(

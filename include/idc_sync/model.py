@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, computed_field
+
+from idc_sync.problems import registered
 
 PrincipalType = Literal["USER", "GROUP"]
 # Tag written on every permission set the pipeline creates: the id of the kintone record that defines it, so
@@ -43,9 +45,10 @@ class RecordRef(Frozen):
 
 
 class Problem(BaseModel):
-    """One thing wrong with a record or the run. ``code`` is stable (used for fingerprints and i18n)."""
+    """One thing wrong with a record or the run. ``code`` is stable (fingerprints, translations) and one of
+    ``idc_sync.problems.REGISTRY`` (checked here), which also names its ``params`` and holds its texts."""
 
-    code: str
+    code: Annotated[str, AfterValidator(registered)]
     message: str  # English, self-contained, says what to do
     severity: Severity = "error"
     record: RecordRef | None = None
@@ -123,8 +126,8 @@ class OrgSnapshot(BaseModel):
     accounts: dict[str, Account] = Field(default_factory=dict)
     ous: dict[str, OrganizationalUnit] = Field(default_factory=dict)
 
-    def active_accounts_under(self, ou_id: str) -> list[str]:
-        """ACTIVE accounts anywhere below ``ou_id`` (nested OUs included), sorted."""
+    def ous_below(self, ou_id: str) -> set[str]:
+        """``ou_id`` and every OU nested anywhere below it."""
         below = {ou_id}
         changed = True
         while changed:
@@ -133,6 +136,11 @@ class OrgSnapshot(BaseModel):
                 if ou.parent_id in below and ou.id not in below:
                     below.add(ou.id)
                     changed = True
+        return below
+
+    def active_accounts_under(self, ou_id: str) -> list[str]:
+        """ACTIVE accounts anywhere below ``ou_id`` (nested OUs included), sorted."""
+        below = self.ous_below(ou_id)
         return sorted(a.id for a in self.accounts.values() if a.parent_id in below and a.state == "ACTIVE")
 
 
@@ -181,11 +189,22 @@ class ObservedState(BaseModel):
         """Was this pair read fresh in this run (so a deletion on it stands on a fresh read)?"""
         if self.complete:
             return True
-        return f"{account_id}|{permission_set_arn}" in set(self.confirmed_pairs)
+        return pair_key(account_id or "", permission_set_arn or "") in set(self.confirmed_pairs)
 
 
 def principal_key(principal_type: str, name: str) -> str:
     return f"{principal_type}:{name}"
+
+
+def pair_key(account_id: str, permission_set_arn: str) -> str:
+    """``"<account>|<permission set ARN>"``: one (account, permission set) pair, whose assignments are read
+    by one ListAccountAssignments (observed cache, confirmed pairs, apply journal)."""
+    return f"{account_id}|{permission_set_arn}"
+
+
+def split_pair(key: str) -> tuple[str, str]:
+    account, arn = key.split("|", 1)
+    return account, arn
 
 
 # --------------------------------------------------------------------------- plan
@@ -199,37 +218,172 @@ class OpKind(StrEnum):
 
 
 OP_ORDER = list(OpKind)
+ASSIGNMENT_KINDS = (OpKind.CREATE_ASSIGNMENT, OpKind.DELETE_ASSIGNMENT)
 
 
-class Operation(BaseModel):
-    """One idempotent change. ``key`` is stable across runs (used for results, retries, audit)."""
+def op_key(
+    kind: OpKind,
+    permission_set_name: str,
+    *,
+    account_id: str | None = None,
+    principal_type: str | None = None,
+    principal_name: str | None = None,
+) -> str:
+    """The key of an operation: stable across runs (results, retries, feedback fingerprints, the state files
+    and the audit use it), so its format never changes:
+
+    * ``<kind>:<permission set>`` (create/update/delete permission set),
+    * ``provision_permission_set:<permission set>:<account>``,
+    * ``<kind>:<account>:<permission set>:<USER|GROUP>:<principal name>`` (create/delete assignment; a
+      deletion of a principal whose name is unknown names its id).
+    """
+    if kind in ASSIGNMENT_KINDS:
+        if account_id is None or principal_type is None or principal_name is None:
+            raise ValueError(f"a {kind} key needs the account and the principal")
+        return f"{kind}:{account_id}:{permission_set_name}:{principal_key(principal_type, principal_name)}"
+    if kind is OpKind.PROVISION_PERMISSION_SET:
+        if account_id is None:
+            raise ValueError(f"a {kind} key needs the account")
+        return f"{kind}:{permission_set_name}:{account_id}"
+    return f"{kind}:{permission_set_name}"
+
+
+def op_key_permission_set(key: str, kind: OpKind) -> str | None:
+    """The permission set named by an ``op_key`` of ``kind`` (None: ``key`` is no key of that kind)."""
+    head, sep, rest = key.partition(":")
+    if head != kind or not sep:
+        return None
+    parts = rest.split(":", 3)
+    if kind in ASSIGNMENT_KINDS:
+        return parts[1] if len(parts) == 4 else None
+    return parts[0]
+
+
+class Cause(StrEnum):
+    """Why an operation is planned (or, for ``DRIFT_REPORTED``, not planned): what code branches on.
+
+    ``reason_text`` renders it with its ``detail`` into the sentence people read (plan log, Slack, approval
+    table, audit), e.g. ``MOVED`` + ``"NewName"`` -> ``"moved to NewName (renamed)"``.
+    """
+
+    NEW_RECORD = "new_record"  # create set / assignment
+    RENAMED_FROM = "renamed_from"  # create set; detail: the old name
+    DIFFERS = "differs_from_kintone"  # update set: the kintone record was edited
+    DRIFT_CHANGED = "drift_changed"  # update set: changed by hand in IdC; detail: the fields
+    UPDATED = "updated"  # provision: the set's definition changes in this plan
+    STALE = "stale_provisioning"  # provision: the account runs an old definition
+    FULL_RESYNC = "full_resync"  # provision: the full_resync trigger param
+    EXPIRED = "expired"  # delete assignment: its record's expires_on has passed
+    NOT_IN_KINTONE = "not_in_kintone"  # delete assignment / set: no record asks for it any more
+    DRIFT_ADDED = "drift_added"  # delete assignment: added by hand in IdC, never asked for in kintone
+    MOVED = "moved"  # delete assignment: the renamed set takes it over; detail: the new name
+    RENAMED_TO = "renamed_to"  # delete set; detail: the new name
+    DRIFT_REPORTED = "drift_reported"  # Skipped only: drift in report mode, listed and not changed
+
+
+DRIFT_CAUSES = frozenset({Cause.DRIFT_CHANGED, Cause.DRIFT_ADDED, Cause.DRIFT_REPORTED})
+
+_CAUSE_TEXT = {
+    Cause.NEW_RECORD: "new record",
+    Cause.RENAMED_FROM: "renamed from {detail}",
+    Cause.DIFFERS: "differs from kintone",
+    Cause.DRIFT_CHANGED: "drift: changed by hand in IAM Identity Center ({detail})",
+    Cause.UPDATED: "updated",
+    Cause.STALE: "stale provisioning",
+    Cause.FULL_RESYNC: "full resync",
+    Cause.EXPIRED: "expired",
+    Cause.NOT_IN_KINTONE: "not in kintone",
+    Cause.DRIFT_ADDED: "drift: added by hand in IAM Identity Center (no kintone record asks for it)",
+    Cause.MOVED: "moved to {detail} (renamed)",
+    Cause.RENAMED_TO: "renamed to {detail}",
+    Cause.DRIFT_REPORTED: "drift (report mode)",
+}
+
+
+def reason_text(cause: Cause | None, detail: str = "") -> str:
+    """The sentence for a cause ("" for none)."""
+    return _CAUSE_TEXT[cause].format(detail=detail) if cause is not None else ""
+
+
+class OpBase(BaseModel):
+    """What every operation has: one idempotent change, identified by ``key`` (see ``op_key``)."""
 
     key: str
     kind: OpKind
     permission_set_name: str
     permission_set_arn: str | None = None  # None until the permission set exists
-    account_id: str | None = None
-    principal_type: PrincipalType | None = None
-    principal_id: str | None = None
-    principal_name: str | None = None
-    spec: PermissionSetSpec | None = None  # target definition for create/update
-    changes: dict[str, dict[str, object]] = Field(default_factory=dict)  # field -> {"from": .., "to": ..}
-    reason: str = ""  # "new record", "record deleted", "drift", "expired", "stale provisioning"...
+    cause: Cause | None = None  # why it is planned; ``reason`` is its text
+    detail: str = ""  # what completes the reason's sentence (a name, the changed fields)
     records: list[RecordRef] = Field(default_factory=list)
     # Keys of operations of this plan that must succeed in the same run before this one may run (e.g. the
     # removal of a renamed set's assignment waits for the new set's assignment): otherwise it is skipped and
     # a later run does it.
     depends_on: list[str] = Field(default_factory=list)
-    # Rename of a permission set record (same kintone record id, new name): on CREATE_PERMISSION_SET the old
-    # name; on DELETE_ASSIGNMENT / DELETE_PERMISSION_SET the new name that keeps this access.
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def reason(self) -> str:
+        """Why, as people read it ("new record", "expired", "drift: ..."): in the JSON too, for the audit."""
+        return reason_text(self.cause, self.detail)
+
+    @property
+    def is_drift(self) -> bool:
+        return self.cause in DRIFT_CAUSES
+
+    @property
+    def record(self) -> RecordRef | None:
+        """The record feedback about this operation goes to (the first that asked for it)."""
+        return self.records[0] if self.records else None
+
+
+class PermissionSetOp(OpBase):
+    """Create, update or delete a permission set."""
+
+    kind: Literal[OpKind.CREATE_PERMISSION_SET, OpKind.UPDATE_PERMISSION_SET, OpKind.DELETE_PERMISSION_SET]
+    spec: PermissionSetSpec | None = None  # create/update: the definition to make it equal to
+    changes: dict[str, dict[str, object]] = Field(default_factory=dict)  # field -> {"from": .., "to": ..}
+    # Rename of a permission set record (same kintone record id, new name): on a creation the old name, on a
+    # deletion the new name that keeps this access.
     renamed_from: str | None = None
     moved_to: str | None = None
+
+    @property
+    def record(self) -> RecordRef | None:
+        return self.records[0] if self.records else (self.spec.record if self.spec is not None else None)
+
+
+class ProvisionOp(OpBase):
+    """Push a permission set's definition to an account (None: to every account it is provisioned to)."""
+
+    kind: Literal[OpKind.PROVISION_PERMISSION_SET] = OpKind.PROVISION_PERMISSION_SET
+    account_id: str | None = None
+
+
+class AssignmentOp(OpBase):
+    """Create or delete one account assignment (account x permission set x principal)."""
+
+    kind: Literal[OpKind.CREATE_ASSIGNMENT, OpKind.DELETE_ASSIGNMENT]
+    account_id: str
+    principal_type: PrincipalType
+    principal_id: str
+    principal_name: str  # the IdC user/group name; the id when IdC no longer knows it (a deletion)
+    moved_to: str | None = None  # a deletion the renamed set takes over: its new name (``depends_on``)
+
+
+# One change of a plan: the kind says which of the three it is (JSON: the "kind" field).
+Operation = Annotated[PermissionSetOp | ProvisionOp | AssignmentOp, Field(discriminator="kind")]
+_OpT = TypeVar("_OpT", bound=OpBase)
 
 
 class Skipped(BaseModel):
     key: str
     reason: str
     record: RecordRef | None = None
+    cause: Cause | None = None  # set by the plan where code branches on it (drift in report mode)
+
+    @property
+    def is_drift(self) -> bool:
+        return self.cause in DRIFT_CAUSES
 
 
 class Plan(BaseModel):
@@ -240,6 +394,10 @@ class Plan(BaseModel):
 
     def of_kind(self, *kinds: OpKind) -> list[Operation]:
         return [op for op in self.operations if op.kind in kinds]
+
+    def of_type(self, cls: type[_OpT], *kinds: OpKind) -> list[_OpT]:
+        """The operations of class ``cls`` (and of ``kinds``, when given), in plan order."""
+        return [op for op in self.operations if isinstance(op, cls) and (not kinds or op.kind in kinds)]
 
     def counts(self) -> dict[str, int]:
         out = {k.value: 0 for k in OpKind}

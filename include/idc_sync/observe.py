@@ -29,8 +29,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 from idc_sync.aws_clients import IdcClients
 from idc_sync.config import SyncConfig
-from idc_sync.model import DesiredState, ObservedState, OpKind, OrgSnapshot, Plan, Scope, principal_key
+from idc_sync.model import (
+    AssignmentOp,
+    DesiredState,
+    ObservedState,
+    OpKind,
+    OrgSnapshot,
+    Plan,
+    Scope,
+    pair_key,
+    principal_key,
+    split_pair,
+)
 from idc_sync.observed_cache import (
+    UNREAD,
     CachedPair,
     CachedPermissionSet,
     ObservedCache,
@@ -38,9 +50,7 @@ from idc_sync.observed_cache import (
     describe_age,
     in_scope_states,
     managed_pairs,
-    pair_key,
     pick_sweep,
-    split_pair,
     sweep_budget,
     sweep_period_holds,
 )
@@ -80,7 +90,7 @@ def plan_touches(plan: Plan, observed: ObservedState) -> Touches:
         arn = op.permission_set_arn or by_name.get(op.permission_set_name)
         if not arn:
             continue  # a set still to be created: nothing to confirm
-        if op.kind == OpKind.DELETE_ASSIGNMENT and op.account_id:
+        if isinstance(op, AssignmentOp) and op.kind is OpKind.DELETE_ASSIGNMENT:
             pairs.add(pair_key(op.account_id, arn))
         elif op.kind in (OpKind.UPDATE_PERMISSION_SET, OpKind.DELETE_PERMISSION_SET):
             arns.add(arn)
@@ -195,14 +205,16 @@ class _Observer:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="observe-bg") as background:
             org_future = background.submit(read_organization, self.clients.organizations, None)
 
-            # 1. permission sets: new ones, ones whose cached read lacks what kintone now needs, every one
-            #    in a full or scoped read; then the sweep's share (oldest first).
+            # 1. permission sets: new ones, invalidated ones (``ObservedCache.invalidate``: written by a run
+            #    that could not tell the cache), ones whose cached read lacks what kintone now needs, every
+            #    one in a full or scoped read; then the sweep's share (oldest first).
             cached = self.cache.permission_sets
             needs = [
                 arn
                 for arn in arns
                 if not incremental
                 or arn not in cached
+                or cached[arn].read_at == UNREAD
                 or (not cached[arn].detailed and cached[arn].state.name in self.desired_names)
             ]
             self.stats.new_items += sum(1 for arn in needs if arn not in cached)
@@ -223,6 +235,9 @@ class _Observer:
             in_scope = self._in_scope_pairs(wanted, mgmt)
             new_pairs = {k for k in in_scope if k not in self.cache.pairs}
             self.stats.new_items += len(new_pairs)
+            new_pairs |= {
+                k for k in in_scope if k in self.cache.pairs and self.cache.pairs[k].read_at == UNREAD
+            }
             if incremental:
                 self.read_pairs(sorted(new_pairs) + [k for k in sweep_keys if k in wanted], reader)
             else:

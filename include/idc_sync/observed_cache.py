@@ -17,23 +17,26 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
-from idc_sync.model import AssignmentState, OpKind, OpResult, PermissionSetState, Plan, PrincipalType, Scope
+from idc_sync.model import (
+    AssignmentOp,
+    AssignmentState,
+    OpKind,
+    OpResult,
+    PermissionSetState,
+    Plan,
+    PrincipalType,
+    Scope,
+    pair_key,
+    split_pair,
+)
 
 CACHE_VERSION = 1
+UNREAD = 0.0  # read time of an invalidated item: the next observe reads it first, outside the sweep
 # Estimated sso-admin calls to re-read one item (the sweep budget is spent in calls).
 PAIR_COST = 1  # ListAccountAssignments (one page holds 100 assignments)
 UNMANAGED_PS_COST = 2  # DescribePermissionSet + ListTagsForResource
 # + 4 policy reads + stale-provisioning list + provisioned-accounts pages (100 a page)
 DETAILED_PS_BASE_COST = 7
-
-
-def pair_key(account_id: str, permission_set_arn: str) -> str:
-    return f"{account_id}|{permission_set_arn}"
-
-
-def split_pair(key: str) -> tuple[str, str]:
-    account, arn = key.split("|", 1)
-    return account, arn
 
 
 class CachedPermissionSet(BaseModel):
@@ -69,13 +72,13 @@ class ObservedCache(BaseModel):
         return self.version == CACHE_VERSION and self.instance_arn == instance_arn
 
     def invalidate(self, arns: Iterable[str] = (), pairs: Iterable[str] = ()) -> None:
-        """Mark items as changed (read again first thing next run): what a plan is about to write."""
+        """Mark items as changed: the next observe reads them whatever the sweep's budget."""
         for arn in arns:
             if arn in self.permission_sets:
-                self.permission_sets[arn].read_at = 0.0
+                self.permission_sets[arn].read_at = UNREAD
         for key in pairs:
             if key in self.pairs:
-                self.pairs[key].read_at = 0.0
+                self.pairs[key].read_at = UNREAD
 
     def sweep_cost(self) -> int:
         """sso-admin calls to re-read every cached item once."""
@@ -206,8 +209,8 @@ def record_applied(cache: ObservedCache, plan: Plan, results: Iterable[OpResult]
         if op is None or not result.done:
             continue
         arn = result.permission_set_arn or op.permission_set_arn
-        if op.kind in (OpKind.CREATE_ASSIGNMENT, OpKind.DELETE_ASSIGNMENT):
-            if not (arn and op.account_id and op.principal_type and op.principal_id):
+        if isinstance(op, AssignmentOp):
+            if not arn:
                 continue
             key = pair_key(op.account_id, arn)
             entry = cache.pairs.setdefault(key, CachedPair(read_at=now))

@@ -23,15 +23,16 @@ small memory the caller keeps between runs (``PlanMemory``, built by ``next_memo
 
 * assignments: the keys (account, permission set, principal) that kintone asked for in any earlier run
   and that still exist in IdC. A managed assignment that no record wants *and* that is not in that
-  memory was never asked for in kintone: it was added by hand, so its deletion has a reason starting
-  with ``"drift:"``. One that is in the memory lost its record (deleted record: ``"not in kintone"``;
-  expired record: ``"expired"``).
+  memory was never asked for in kintone: it was added by hand, so its deletion's cause is
+  ``Cause.DRIFT_ADDED`` (reason ``"drift: ..."``). One that is in the memory lost its record (deleted
+  record: ``NOT_IN_KINTONE``; expired record: ``EXPIRED``).
 * permission sets: per name, a digest of the kintone definition that was last seen *in place* in IdC.
   When IdC differs from kintone while the kintone definition is still that one, someone changed the
-  permission set by hand: the update's reason starts with ``"drift:"``; otherwise the record was edited
-  (``"differs from kintone"``).
+  permission set by hand: the update's cause is ``Cause.DRIFT_CHANGED`` (reason ``"drift: ..."``);
+  otherwise the record was edited (``DIFFERS``, "differs from kintone").
 
-Without a memory (first run) nothing is called drift. ``feedback.slack_message`` lists drift operations.
+Without a memory (first run) nothing is called drift. ``feedback.slack_message`` lists drift operations
+(``Operation.is_drift``, decided by the cause, never by the text).
 
 **Expiring access**: an assignment record whose ``expires_on`` falls within ``config.expiry_reminder_days``
 (today included) gets an ``info`` problem ``access_expiring`` (params ``date``, ``accounts``); its text
@@ -51,13 +52,14 @@ account it is provisioned to, with reason ``"full resync"``.
 
 ``drift_mode="report"``: assignment deletions, permission set updates (and the re-provisioning that would
 follow them) and permission set deletions are not planned but listed in ``plan.skipped`` with reason
-``"drift (report mode)"``; creations and the provisioning of stale accounts still happen. The deletion
+``"drift (report mode)"`` (cause ``DRIFT_REPORTED``); creations and the provisioning of stale accounts still happen. The deletion
 guard (max deletions / ratio) is applied later, on this plan (``guard.py``).
 
-Operation keys are stable across runs (results, retries, feedback fingerprints and the audit use them):
-``create_permission_set:<ps>``, ``update_permission_set:<ps>``, ``provision_permission_set:<ps>:<account>``,
-``create_assignment:<account>:<ps>:<USER|GROUP>:<principal name>``, ``delete_assignment:...`` (same shape,
-the principal id when its name is unknown), ``delete_permission_set:<ps>``.
+Operation keys are stable across runs (results, retries, feedback fingerprints and the audit use them),
+all built by ``model.op_key``: ``create_permission_set:<ps>``, ``update_permission_set:<ps>``,
+``provision_permission_set:<ps>:<account>``, ``create_assignment:<account>:<ps>:<USER|GROUP>:<principal
+name>``, ``delete_assignment:...`` (same shape, the principal id when its name is unknown),
+``delete_permission_set:<ps>``.
 """
 
 from __future__ import annotations
@@ -67,7 +69,6 @@ import functools
 import hashlib
 import json
 import logging
-import re
 from collections import defaultdict
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -75,36 +76,42 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from idc_sync import idc_fields
 from idc_sync.config import SyncConfig
 from idc_sync.isolation import run_isolated
 from idc_sync.model import (
     OP_ORDER,
     RECORD_ID_TAG,
+    AssignmentOp,
     AssignmentSpec,
+    Cause,
     CustomerPolicyRef,
     DesiredState,
     ObservedState,
     Operation,
     OpKind,
     PermissionsBoundary,
+    PermissionSetOp,
     PermissionSetSpec,
     PermissionSetState,
     Plan,
     Problem,
+    ProvisionOp,
     RecordRef,
     Scope,
     Severity,
     Skipped,
+    op_key,
     principal_key,
+    reason_text,
 )
 from idc_sync.policy import canonical_policy, managed_policy_name
 
-DRIFT_REPORT = "drift (report mode)"
-DRIFT_ASSIGNMENT = "drift: added by hand in IAM Identity Center (no kintone record asks for it)"
-DRIFT_PERMISSION_SET = "drift: changed by hand in IAM Identity Center"
+DRIFT_REPORT = reason_text(Cause.DRIFT_REPORTED)  # "drift (report mode)"
 PRINCIPAL_PENDING = "principal_pending"
 LOG = logging.getLogger(__name__)
-MANAGEMENT_BLOCKED = "provisioned to the management account"
+# Why nothing of a managed permission set provisioned to the management account is planned (a skip reason).
+MANAGEMENT_PROVISIONED = "provisioned to the management account"
 
 
 class PlanMemory(BaseModel):
@@ -130,29 +137,12 @@ def spec_digest(spec: PermissionSetSpec) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_ACCOUNT_RE = re.compile(r"^[0-9]{12}$")  # ASCII digits only (\d takes full-width ones)
-_DURATION_RE = re.compile(r"^PT(?:([0-9]+)H)?(?:([0-9]+)M)?(?:([0-9]+)S)?$")
-
-# Codes records.py may already emit for the same thing; the plan does not repeat them on the same record.
-_EQUIVALENT_CODES: dict[str, tuple[str, ...]] = {
-    "unknown_permission_set": (
-        "unknown_permission_set",
-        "permission_set_not_found",
-        "permission_set_unknown",
-    ),
-    "invalid_target": ("invalid_target", "bad_target", "target_invalid"),
-}
-
-
 # --------------------------------------------------------------------------- field comparison
 def _duration_seconds(value: str | None) -> int | str | None:
     if not value:
         return None
-    m = _DURATION_RE.match(value.strip().upper())
-    if not m or not any(m.groups()):
-        return value
-    h, mi, s = (int(g) if g else 0 for g in m.groups())
-    return h * 3600 + mi * 60 + s
+    seconds = idc_fields.duration_seconds(value.strip().upper())
+    return value if seconds is None else seconds
 
 
 def _norm_path(path: str | None) -> str:
@@ -277,7 +267,7 @@ class _Planner:
         self.protected_ps |= set(desired.held_permission_sets)  # records.py: record exists, has errors
         # Managed permission sets provisioned to the management account: IdC refuses every write on them
         # from the delegated administrator, so none of their operations is planned.
-        self.blocked_ps: set[str] = {
+        self.mgmt_provisioned: set[str] = {
             s.name
             for s in observed.permission_sets.values()
             if s.managed and (self.mgmt in s.provisioned_accounts or self.mgmt in s.stale_accounts)
@@ -328,8 +318,8 @@ class _Planner:
         **params: str | int | float | None,
     ) -> None:
         rkey = record.key if record else ""
-        if any((c, rkey) in self._desired_codes for c in _EQUIVALENT_CODES.get(code, (code,))):
-            return
+        if (code, rkey) in self._desired_codes:
+            return  # records.py said it already
         key = (code, rkey, tuple(sorted(params.items())))
         if key in self._problem_keys:
             return
@@ -347,8 +337,10 @@ class _Planner:
             if r not in existing.records:
                 existing.records.append(r)
 
-    def skip(self, key: str, reason: str, record: RecordRef | None = None) -> None:
-        self.skipped.setdefault(key, Skipped(key=key, reason=reason, record=record))
+    def skip(
+        self, key: str, reason: str, record: RecordRef | None = None, cause: Cause | None = None
+    ) -> None:
+        self.skipped.setdefault(key, Skipped(key=key, reason=reason, record=record, cause=cause))
 
     def account_in_scope(self, account_id: str) -> bool:
         return self.scope.includes_account(account_id)
@@ -363,12 +355,13 @@ class _Planner:
             if state is None:
                 old = next((o for o, n in sorted(self.renamed.items()) if n == name), None)
                 self.add_op(
-                    Operation(
-                        key=f"create_permission_set:{name}",
+                    PermissionSetOp(
+                        key=op_key(OpKind.CREATE_PERMISSION_SET, name),
                         kind=OpKind.CREATE_PERMISSION_SET,
                         permission_set_name=name,
                         spec=spec,
-                        reason=f"renamed from {old}" if old else "new record",
+                        cause=Cause.RENAMED_FROM if old else Cause.NEW_RECORD,
+                        detail=old or "",
                         records=records,
                         renamed_from=old,
                     )
@@ -395,11 +388,8 @@ class _Planner:
         everywhere = sorted(set(state.provisioned_accounts) | set(state.stale_accounts))
         provision_to = everywhere if (changes or self.full_resync) else stale
         provision_to = [a for a in provision_to if self.account_in_scope(a) and a != self.mgmt]
-        if name in self.blocked_ps:
-            if changes:
-                self.skip(f"update_permission_set:{name}", MANAGEMENT_BLOCKED, spec.record)
-            for account in provision_to:
-                self.skip(f"provision_permission_set:{name}:{account}", MANAGEMENT_BLOCKED, spec.record)
+        if name in self.mgmt_provisioned:
+            self._skip_changes(name, bool(changes), provision_to, MANAGEMENT_PROVISIONED, spec.record)
             # Said on every run with the same text: the record is commented once (feedback fingerprints).
             self.problem(
                 "provisioned_to_management_account",
@@ -414,40 +404,54 @@ class _Planner:
             return
         known = self.memory.permission_sets.get(name) if self.memory is not None else None
         drift = bool(changes) and known is not None and known == spec_digest(spec)
+        fields = ", ".join(sorted(changes))
         if changes and self.report:
-            why = f"{DRIFT_REPORT}: changed by hand ({', '.join(sorted(changes))})" if drift else DRIFT_REPORT
-            self.skip(f"update_permission_set:{name}", why, spec.record)
-            for account in provision_to:
-                self.skip(f"provision_permission_set:{name}:{account}", DRIFT_REPORT, spec.record)
+            why = f"{DRIFT_REPORT}: changed by hand ({fields})" if drift else DRIFT_REPORT
+            self._skip_changes(name, True, provision_to, DRIFT_REPORT, spec.record, Cause.DRIFT_REPORTED, why)
             return
         if changes:
             self.add_op(
-                Operation(
-                    key=f"update_permission_set:{name}",
+                PermissionSetOp(
+                    key=op_key(OpKind.UPDATE_PERMISSION_SET, name),
                     kind=OpKind.UPDATE_PERMISSION_SET,
                     permission_set_name=name,
                     permission_set_arn=state.arn,
                     spec=spec,
                     changes=changes,
-                    reason=f"{DRIFT_PERMISSION_SET} ({', '.join(sorted(changes))})"
-                    if drift
-                    else "differs from kintone",
+                    cause=Cause.DRIFT_CHANGED if drift else Cause.DIFFERS,
+                    detail=fields if drift else "",
                     records=records,
                 )
             )
         for account in provision_to:
+            cause = Cause.UPDATED if changes else (Cause.STALE if account in stale else Cause.FULL_RESYNC)
             self.add_op(
-                Operation(
-                    key=f"provision_permission_set:{name}:{account}",
-                    kind=OpKind.PROVISION_PERMISSION_SET,
+                ProvisionOp(
+                    key=op_key(OpKind.PROVISION_PERMISSION_SET, name, account_id=account),
                     permission_set_name=name,
                     permission_set_arn=state.arn,
                     account_id=account,
-                    reason="updated"
-                    if changes
-                    else ("stale provisioning" if account in stale else "full resync"),
+                    cause=cause,
                     records=records,
                 )
+            )
+
+    def _skip_changes(
+        self,
+        name: str,
+        changed: bool,
+        provision_to: list[str],
+        reason: str,
+        record: RecordRef | None,
+        cause: Cause | None = None,
+        update_reason: str | None = None,
+    ) -> None:
+        """Skip a managed set's update (when ``changed``) and its provisioning to ``provision_to``."""
+        if changed:
+            self.skip(op_key(OpKind.UPDATE_PERMISSION_SET, name), update_reason or reason, record, cause)
+        for account in provision_to:
+            self.skip(
+                op_key(OpKind.PROVISION_PERMISSION_SET, name, account_id=account), reason, record, cause
             )
 
     # ------------------------------------------------------------------ assignments
@@ -455,13 +459,9 @@ class _Planner:
         """Accounts a target names (problems for unknown/inactive/management targets)."""
         org = self.observed.org
         target = a.target.strip()
-        if _ACCOUNT_RE.match(target):
+        if idc_fields.is_account_id(target):
             if target == self.mgmt:
-                self.skip(
-                    f"create_assignment:{target}:{a.permission_set_name}:{a.principal_type}:{a.principal_name}",
-                    "management account",
-                    a.record,
-                )
+                self._skip_creations(a, [target], "management account")
                 self.problem(
                     "management_account_target",
                     f"Account {target} is the management account: its access is not managed by this pipeline. "
@@ -490,7 +490,7 @@ class _Planner:
                 )
                 return []
             return [target]
-        if target.startswith("ou-") or (target.startswith("r-") and target == org.root_id):
+        if idc_fields.is_ou_id(target) or (idc_fields.is_root_id(target) and target == org.root_id):
             if target not in org.ous and target != org.root_id:
                 self.problem(
                     "unknown_ou",
@@ -515,7 +515,7 @@ class _Planner:
             "invalid_target",
             f"Target {target!r} is neither a 12-digit account id nor an OU id (ou-...).",
             record=a.record,
-            target=target,
+            value=target,
         )
         return []
 
@@ -527,14 +527,7 @@ class _Planner:
             return [target] if org.accounts[target].state != "ACTIVE" else []
         if target not in org.ous and target != org.root_id:
             return []
-        below = {target}
-        changed = True
-        while changed:
-            changed = False
-            for ou in org.ous.values():
-                if ou.parent_id in below and ou.id not in below:
-                    below.add(ou.id)
-                    changed = True
+        below = org.ous_below(target)
         return sorted(a.id for a in org.accounts.values() if a.parent_id in below and a.state != "ACTIVE")
 
     def _desired_rows(self) -> tuple[list[dict[str, Any]], set[tuple[str, str, str, str]]]:
@@ -556,23 +549,8 @@ class _Planner:
         self, a: AssignmentSpec, rows: list[dict[str, Any]], protected: set[tuple[str, str, str, str]]
     ) -> None:
         """The rows one assignment record wants (``_desired_rows``)."""
+        a = self._follow_rename(a)
         ps = a.permission_set_name
-        if ps in self.renamed:
-            # The record's lookup still holds the old name (kintone copies it at save time): it means
-            # the renamed set. Served under the new name; the requester is asked to re-select it.
-            ps = self.renamed[ps]
-            self.problem(
-                "permission_set_renamed",
-                f"Permission set {a.permission_set_name} was renamed to {ps}; this record still shows the "
-                f"old name. Its access is kept under {ps}: re-select the permission set in "
-                f"'{self.config.assignment_fields.permission_set}' (the lookup) and save the record.",
-                severity="warning",
-                record=a.record,
-                old_name=a.permission_set_name,
-                new_name=ps,
-                field=self.config.assignment_fields.permission_set,
-            )
-            a = a.model_copy(update={"permission_set_name": ps})
         if not self.scope.includes_permission_set(ps):
             return
         expired = a.expires_on is not None and a.expires_on < self.today
@@ -583,61 +561,11 @@ class _Planner:
             # A record still names these accounts, which are not ACTIVE (suspended, closing): nothing is
             # created there, and an assignment that exists is not deleted as "not in kintone" either.
             protected.update((x, ps, a.principal_type, pid) for x in self._inactive_named(a.target))
-        if not accounts:
-            return
-        if ps in self.desired.held_permission_sets and ps not in self.desired.permission_sets:
-            # Its permission set record has errors (reported there). Existing managed permission set:
-            # its assignments still follow kintone (deletions are held below); otherwise wait for the fix.
-            held_state = self.observed.permission_sets.get(ps)
-            if held_state is None or not held_state.managed:
-                for x in accounts:
-                    self.skip(
-                        f"create_assignment:{x}:{ps}:{a.principal_type}:{a.principal_name}",
-                        "its permission set record has errors",
-                        a.record,
-                    )
-                return
-        elif ps not in self.desired.permission_sets:
-            self.problem(
-                "unknown_permission_set",
-                f"Permission set {ps} is not defined in the permission sets app. Add it there first or fix "
-                "the name.",
-                record=a.record,
-                permission_set=ps,
-                name=ps,
-                field=self.config.assignment_fields.permission_set,
-            )
-            if pid:
-                protected.update((x, ps, a.principal_type, pid) for x in accounts)
-            return
-        state = self.observed.permission_sets.get(ps)
-        if state is not None and not state.managed:
-            for x in accounts:
-                self.skip(
-                    f"create_assignment:{x}:{ps}:{a.principal_type}:{a.principal_name}",
-                    "permission set not managed by this pipeline",
-                    a.record,
-                )
+        if not accounts or not self._assignable(a, accounts, pid, protected):
             return
         if pid is None:
-            if expired:
-                return  # nothing to create, nothing that can exist
-            for x in accounts:
-                self.skip(
-                    f"create_assignment:{x}:{ps}:{a.principal_type}:{a.principal_name}",
-                    PRINCIPAL_PENDING,
-                    a.record,
-                )
-            self.problem(
-                "principal_not_found",
-                f"{'User' if a.principal_type == 'USER' else 'Group'} {a.principal_name} is not in IAM Identity "
-                "Center yet (provisioning from Entra ID runs about every 40 minutes); the assignment will be made "
-                "once it arrives.",
-                severity="pending",
-                record=a.record,
-                principal_type=a.principal_type,
-                principal_name=a.principal_name,
-            )
+            if not expired:  # expired: nothing to create, nothing that can exist
+                self._principal_pending(a, accounts)
             return
         for x in accounts:
             rows.append(
@@ -652,6 +580,85 @@ class _Planner:
                 }
             )
         self._remind_expiry(a, accounts, expired)
+
+    def _follow_rename(self, a: AssignmentSpec) -> AssignmentSpec:
+        """The record as it is served: a lookup that still holds a renamed set's old name (kintone copies
+        it at save time) means the renamed set, under its new name; the requester is asked to re-select it."""
+        ps = self.renamed.get(a.permission_set_name)
+        if ps is None:
+            return a
+        self.problem(
+            "permission_set_renamed",
+            f"Permission set {a.permission_set_name} was renamed to {ps}; this record still shows the "
+            f"old name. Its access is kept under {ps}: re-select the permission set in "
+            f"'{self.config.assignment_fields.permission_set}' (the lookup) and save the record.",
+            severity="warning",
+            record=a.record,
+            old_name=a.permission_set_name,
+            new_name=ps,
+            field=self.config.assignment_fields.permission_set,
+        )
+        return a.model_copy(update={"permission_set_name": ps})
+
+    def _skip_creations(self, a: AssignmentSpec, accounts: list[str], reason: str) -> None:
+        for x in accounts:
+            key = op_key(
+                OpKind.CREATE_ASSIGNMENT,
+                a.permission_set_name,
+                account_id=x,
+                principal_type=a.principal_type,
+                principal_name=a.principal_name,
+            )
+            self.skip(key, reason, a.record)
+
+    def _assignable(
+        self,
+        a: AssignmentSpec,
+        accounts: list[str],
+        pid: str | None,
+        protected: set[tuple[str, str, str, str]],
+    ) -> bool:
+        """Whether the record's permission set can take assignments now (else skips and problems)."""
+        ps = a.permission_set_name
+        if ps in self.desired.held_permission_sets and ps not in self.desired.permission_sets:
+            # Its permission set record has errors (reported there). Existing managed permission set:
+            # its assignments still follow kintone (deletions are held below); otherwise wait for the fix.
+            held_state = self.observed.permission_sets.get(ps)
+            if held_state is None or not held_state.managed:
+                self._skip_creations(a, accounts, "its permission set record has errors")
+                return False
+        elif ps not in self.desired.permission_sets:
+            self.problem(
+                "unknown_permission_set",
+                f"Permission set {ps} is not defined in the permission sets app. Add it there first or fix "
+                "the name.",
+                record=a.record,
+                permission_set=ps,
+                name=ps,
+                field=self.config.assignment_fields.permission_set,
+            )
+            if pid:
+                protected.update((x, ps, a.principal_type, pid) for x in accounts)
+            return False
+        state = self.observed.permission_sets.get(ps)
+        if state is not None and not state.managed:
+            self._skip_creations(a, accounts, "permission set not managed by this pipeline")
+            return False
+        return True
+
+    def _principal_pending(self, a: AssignmentSpec, accounts: list[str]) -> None:
+        """The principal is not in IdC yet (SCIM brings it): its creations wait, the record is told."""
+        self._skip_creations(a, accounts, PRINCIPAL_PENDING)
+        self.problem(
+            "principal_not_found",
+            f"{'User' if a.principal_type == 'USER' else 'Group'} {a.principal_name} is not in IAM Identity "
+            "Center yet (provisioning from Entra ID runs about every 40 minutes); the assignment will be made "
+            "once it arrives.",
+            severity="pending",
+            record=a.record,
+            principal_type=a.principal_type,
+            principal_name=a.principal_name,
+        )
 
     def _assignment_failed(self, a: AssignmentSpec, problem: Problem) -> None:
         """Per-record isolation: an assignment record whose planning raised gets the problem; nothing of its
@@ -678,9 +685,8 @@ class _Planner:
             severity="info",
             record=a.record,
             date=a.expires_on.isoformat(),
-            expires_on=a.expires_on.isoformat(),
             accounts=where,
-            principal=f"{a.principal_type}:{a.principal_name}",
+            principal=principal_key(a.principal_type, a.principal_name),
             permission_set=a.permission_set_name,
         )
 
@@ -751,19 +757,20 @@ class _Planner:
                 if not row["active"]:
                     continue  # expired and never created (or already removed)
                 name = row["principal_name"]
-                if ps in self.blocked_ps:
-                    self.skip(
-                        f"create_assignment:{account}:{ps}:{ptype}:{name}",
-                        MANAGEMENT_BLOCKED,
-                        (list(row["active_records"]) or [None])[0],
-                    )
-                    continue
-                self.wanted[(account, ps, ptype, row["principal_id"])] = (
-                    f"create_assignment:{account}:{ps}:{ptype}:{name}"
+                key = op_key(
+                    OpKind.CREATE_ASSIGNMENT,
+                    ps,
+                    account_id=account,
+                    principal_type=ptype,
+                    principal_name=name,
                 )
+                if ps in self.mgmt_provisioned:
+                    self.skip(key, MANAGEMENT_PROVISIONED, (list(row["active_records"]) or [None])[0])
+                    continue
+                self.wanted[(account, ps, ptype, row["principal_id"])] = key
                 self.add_op(
-                    Operation(
-                        key=f"create_assignment:{account}:{ps}:{ptype}:{name}",
+                    AssignmentOp(
+                        key=key,
                         kind=OpKind.CREATE_ASSIGNMENT,
                         permission_set_name=ps,
                         permission_set_arn=state.arn if state else None,
@@ -771,7 +778,7 @@ class _Planner:
                         principal_type=ptype,
                         principal_id=row["principal_id"],
                         principal_name=name,
-                        reason="new record",
+                        cause=Cause.NEW_RECORD,
                         records=list(row["active_records"]),
                     )
                 )
@@ -782,7 +789,9 @@ class _Planner:
             # Observed and not (or no longer) wanted.
             expired = where == "both"
             name = row["observed_name"]
-            key = f"delete_assignment:{account}:{ps}:{ptype}:{name}"
+            key = op_key(
+                OpKind.DELETE_ASSIGNMENT, ps, account_id=account, principal_type=ptype, principal_name=name
+            )
             records = list(row["records"]) if expired else []
             record = records[0] if records else None
             ident = (account, ps, ptype, row["principal_id"])
@@ -791,8 +800,8 @@ class _Planner:
                 and self.known_assignments is not None
                 and assignment_memory_key(*ident) not in self.known_assignments
             )
-            if ps in self.blocked_ps:
-                self.skip(key, MANAGEMENT_BLOCKED, record)
+            if ps in self.mgmt_provisioned:
+                self.skip(key, MANAGEMENT_PROVISIONED, record)
             elif ps in self.protected_ps:
                 self.skip(key, "kept: its permission set record has errors", record)
             elif ident in protected:
@@ -802,10 +811,12 @@ class _Planner:
                     record,
                 )
             elif self.report:
-                self.skip(key, f"{DRIFT_REPORT}: added by hand" if drift else DRIFT_REPORT, record)
+                why = f"{DRIFT_REPORT}: added by hand" if drift else DRIFT_REPORT
+                self.skip(key, why, record, Cause.DRIFT_REPORTED)
             else:
+                cause = Cause.EXPIRED if expired else (Cause.DRIFT_ADDED if drift else Cause.NOT_IN_KINTONE)
                 self.add_op(
-                    Operation(
+                    AssignmentOp(
                         key=key,
                         kind=OpKind.DELETE_ASSIGNMENT,
                         permission_set_name=ps,
@@ -814,7 +825,7 @@ class _Planner:
                         principal_type=ptype,
                         principal_id=row["principal_id"],
                         principal_name=name,
-                        reason="expired" if expired else (DRIFT_ASSIGNMENT if drift else "not in kintone"),
+                        cause=cause,
                         records=records,
                     )
                 )
@@ -828,15 +839,15 @@ class _Planner:
         """
         for op in self.ops.values():
             new = self.renamed.get(op.permission_set_name)
-            if op.kind is not OpKind.DELETE_ASSIGNMENT or new is None:
+            if not isinstance(op, AssignmentOp) or op.kind is not OpKind.DELETE_ASSIGNMENT or new is None:
                 continue
-            ident = (op.account_id or "", new, op.principal_type or "", op.principal_id or "")
+            ident = (op.account_id, new, op.principal_type, op.principal_id)
             if ident not in self.wanted:
                 continue
             create_key = self.wanted[ident]
             op.moved_to = new
             op.depends_on = [create_key] if create_key else []
-            op.reason = f"moved to {new} (renamed)"
+            op.cause, op.detail = Cause.MOVED, new
 
     # ------------------------------------------------------------------ permission set deletions
     def plan_permission_set_deletions(self) -> None:
@@ -854,14 +865,14 @@ class _Planner:
                 continue
             if not self.scope.includes_permission_set(name):
                 continue
-            key = f"delete_permission_set:{name}"
+            key = op_key(OpKind.DELETE_PERMISSION_SET, name)
             if self.scope.accounts:
                 continue  # only some accounts' assignments were read: we cannot know it is unused
             if name in self.protected_ps:
                 self.skip(key, "kept: its permission set record has errors")
                 continue
-            if name in self.blocked_ps:
-                self.skip(key, MANAGEMENT_BLOCKED)
+            if name in self.mgmt_provisioned:
+                self.skip(key, MANAGEMENT_PROVISIONED)
                 self.problem(
                     "provisioned_to_management_account",
                     f"Managed permission set {name} is no longer in kintone but is provisioned to the management "
@@ -872,19 +883,20 @@ class _Planner:
                 )
                 continue
             if self.report:
-                self.skip(key, DRIFT_REPORT)
+                self.skip(key, DRIFT_REPORT, cause=Cause.DRIFT_REPORTED)
                 continue
             if deleting[name] != counts[name]:
                 self.skip(key, "some of its assignments are kept in this run")
                 continue
             new = self.renamed.get(name)
             self.add_op(
-                Operation(
+                PermissionSetOp(
                     key=key,
                     kind=OpKind.DELETE_PERMISSION_SET,
                     permission_set_name=name,
                     permission_set_arn=state.arn,
-                    reason=f"renamed to {new}" if new else "not in kintone",
+                    cause=Cause.RENAMED_TO if new else Cause.NOT_IN_KINTONE,
+                    detail=new or "",
                     moved_to=new,
                 )
             )
@@ -917,8 +929,7 @@ class _Planner:
         """Operations of permission sets whose planning failed (their assignments, too) are skipped."""
         for key, op in list(self.ops.items()):
             if op.permission_set_name in self.failed_ps:
-                record = op.records[0] if op.records else None
-                self.skip(key, f"planning permission set {op.permission_set_name} failed", record)
+                self.skip(key, f"planning permission set {op.permission_set_name} failed", op.record)
                 del self.ops[key]
 
     def plan(self) -> Plan:
@@ -1043,7 +1054,7 @@ def remember_applied(memory: PlanMemory, plan: Plan, succeeded: set[str]) -> Pla
     """After apply: the permission sets this run created or updated (op keys in ``succeeded``) are now
     in place as kintone defines them, so a hand-made change right after is drift on the next run."""
     sets = dict(memory.permission_sets)
-    for op in plan.of_kind(OpKind.CREATE_PERMISSION_SET, OpKind.UPDATE_PERMISSION_SET):
+    for op in plan.of_type(PermissionSetOp, OpKind.CREATE_PERMISSION_SET, OpKind.UPDATE_PERMISSION_SET):
         if op.key in succeeded and op.spec is not None:
             sets[op.permission_set_name] = spec_digest(op.spec)
     return memory.model_copy(update={"permission_sets": sets})
@@ -1089,50 +1100,9 @@ def render_plan(plan: Plan, *, max_lines: int = 500) -> str:
     ]
     if plan.is_empty():
         lines.append("No changes. IAM Identity Center matches kintone.")
-    body: list[str] = []
-    renames: dict[tuple[str, str], str] = {}  # (old, new) -> " (record N)"; creation and deletion: once
-    for op in plan.of_kind(OpKind.CREATE_PERMISSION_SET, OpKind.DELETE_PERMISSION_SET):
-        pair = (
-            (op.renamed_from, op.permission_set_name)
-            if op.kind is OpKind.CREATE_PERMISSION_SET
-            else (op.permission_set_name, op.moved_to)
-        )
-        if pair[0] and pair[1]:
-            record = f" (record {op.records[0].record_id})" if op.records else ""
-            renames[(pair[0], pair[1])] = renames.get((pair[0], pair[1])) or record
-    body += [f"  ~ rename {old} -> {new}{rec}" for (old, new), rec in renames.items()]
+    body = _rename_lines(plan)
     for op in plan.operations:
-        sym = _SYMBOL[op.kind]
-        if op.kind in (OpKind.CREATE_ASSIGNMENT, OpKind.DELETE_ASSIGNMENT):
-            who = f"{op.principal_type} {op.principal_name or op.principal_id}"
-            body.append(
-                f"  {sym} assignment  {op.account_id}  {op.permission_set_name}  {who}  ({op.reason})"
-            )
-        elif op.kind is OpKind.PROVISION_PERMISSION_SET:
-            body.append(f"  {sym} provision  {op.permission_set_name} -> {op.account_id}  ({op.reason})")
-        elif op.kind is OpKind.UPDATE_PERMISSION_SET:
-            body.append(f"  {sym} permission set  {op.permission_set_name}")
-            for field, change in sorted(op.changes.items()):
-                if field == "inline_policy":
-                    body.append(f"        inline_policy: changed ({len(str(change.get('to') or ''))} chars)")
-                else:
-                    body.append(
-                        f"        {field}: {_short(change.get('from'))} -> {_short(change.get('to'))}"
-                    )
-        elif op.kind is OpKind.CREATE_PERMISSION_SET:
-            spec = op.spec
-            detail = ""
-            if spec is not None:
-                detail = f"  session {spec.session_duration}, {len(spec.managed_policies)} managed policies"
-                if spec.customer_managed_policies:
-                    detail += f", {len(spec.customer_managed_policies)} customer managed"
-                if spec.inline_policy:
-                    detail += ", inline policy"
-                if spec.permissions_boundary:
-                    detail += ", boundary"
-            body.append(f"  {sym} permission set  {op.permission_set_name}{detail}")
-        else:
-            body.append(f"  {sym} permission set  {op.permission_set_name}  ({op.reason})")
+        body += _op_lines(op)
     if len(body) > max_lines:
         hidden = len(body) - max_lines
         body = [*body[:max_lines], f"  … {hidden} more lines (see the audit artifact)"]
@@ -1144,3 +1114,56 @@ def render_plan(plan: Plan, *, max_lines: int = 500) -> str:
         if len(plan.skipped) > len(shown):
             lines.append(f"  … {len(plan.skipped) - len(shown)} more")
     return "\n".join(lines)
+
+
+def _rename_lines(plan: Plan) -> list[str]:
+    """One ``~ rename old -> new`` line per renamed set (its creation and its deletion say it once)."""
+    renames: dict[tuple[str, str], str] = {}  # (old, new) -> " (record N)"
+    for op in plan.of_type(PermissionSetOp, OpKind.CREATE_PERMISSION_SET, OpKind.DELETE_PERMISSION_SET):
+        old: str | None
+        new: str | None
+        if op.kind is OpKind.CREATE_PERMISSION_SET:
+            old, new = op.renamed_from, op.permission_set_name
+        else:
+            old, new = op.permission_set_name, op.moved_to
+        if old and new:
+            record = f" (record {op.records[0].record_id})" if op.records else ""
+            renames[(old, new)] = renames.get((old, new)) or record
+    return [f"  ~ rename {old} -> {new}{rec}" for (old, new), rec in renames.items()]
+
+
+def _op_lines(op: Operation) -> list[str]:
+    sym = _SYMBOL[op.kind]
+    if isinstance(op, AssignmentOp):
+        who = f"{op.principal_type} {op.principal_name or op.principal_id}"
+        return [f"  {sym} assignment  {op.account_id}  {op.permission_set_name}  {who}  ({op.reason})"]
+    if isinstance(op, ProvisionOp):
+        return [f"  {sym} provision  {op.permission_set_name} -> {op.account_id}  ({op.reason})"]
+    if op.kind is OpKind.UPDATE_PERMISSION_SET:
+        return [f"  {sym} permission set  {op.permission_set_name}", *_change_lines(op.changes)]
+    if op.kind is OpKind.CREATE_PERMISSION_SET:
+        return [f"  {sym} permission set  {op.permission_set_name}{_spec_summary(op.spec)}"]
+    return [f"  {sym} permission set  {op.permission_set_name}  ({op.reason})"]
+
+
+def _change_lines(changes: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    for field, change in sorted(changes.items()):
+        if field == "inline_policy":
+            out.append(f"        inline_policy: changed ({len(str(change.get('to') or ''))} chars)")
+        else:
+            out.append(f"        {field}: {_short(change.get('from'))} -> {_short(change.get('to'))}")
+    return out
+
+
+def _spec_summary(spec: PermissionSetSpec | None) -> str:
+    if spec is None:
+        return ""
+    detail = f"  session {spec.session_duration}, {len(spec.managed_policies)} managed policies"
+    if spec.customer_managed_policies:
+        detail += f", {len(spec.customer_managed_policies)} customer managed"
+    if spec.inline_policy:
+        detail += ", inline policy"
+    if spec.permissions_boundary:
+        detail += ", boundary"
+    return detail

@@ -1,48 +1,25 @@
 """Raw kintone records of the two apps -> typed :class:`~idc_sync.model.DesiredState`.
 
-People type these records by hand, so anything can be in them. The rules:
+Why this shape: people type these records by hand, so anything can be in them, and a typo must never
+revoke access or half-apply a permission set. So:
 
-* a record that cannot be understood becomes a :class:`~idc_sync.model.Problem` on *that* record
-  (stable ``code``, an English message saying what to do, ``params`` for translations), never an
-  exception; one bad record never blocks the others;
+* a record that cannot be understood becomes a :class:`~idc_sync.model.Problem` on *that* record (stable
+  ``code``, an English message saying what to do, ``params`` for translations), never an exception; one bad
+  record never blocks the others;
 * a permission set record with any error is left out of ``permission_sets`` and its name goes to
-  ``held_permission_sets``: the permission set keeps its current definition in IdC instead of being
-  half-applied (dropping a mistyped policy line) or deleted (a typo must not revoke everyone's access);
+  ``held_permission_sets``: the permission set keeps its current definition in IdC;
 * an assignment record is all-or-nothing for what changes its meaning (principal type, principals,
   permission set, expiry date: a mistyped date must never become permanent access) but per line for
   ``targets``: a bad line is reported and the other targets still count;
 * the same principal x target x permission set named by several records is kept once (the first record
-  by record id) with the most generous expiry, and the later records get a ``duplicate_assignment``
-  warning.
+  by record id) with the most generous expiry; the later records get a ``duplicate_assignment`` warning;
+* a configured field code missing from the app is one run-level ``missing_field`` problem (an admin's
+  mistake), and its records are skipped: a wrong code must never read as "empty".
 
-Field codes come from :class:`~idc_sync.config.SyncConfig`; system fields (``$id``, ``$revision``,
-modifier, created/updated time) are found by *type*, because their codes depend on the app's language.
-
-Problem codes (all ``severity="error"`` unless noted) and their ``params``:
-
-==============================  ==========================================================
-``missing_field``               ``field`` (``table.code`` for subtable cells), ``app``, ``records``
-                                (run-level, ``record=None``: the configured field code is not in the app;
-                                affected records are skipped, their permission sets held)
-``unreadable_record``           ``error``
-``missing_name``                ``field``
-``duplicate_permission_set_name`` ``name``, ``first_record_id``
-``invalid_description``         ``field``, ``length``, ``max``, ``characters``
-``invalid_session_duration``    ``field``, ``value``
-``invalid_managed_policy``      ``field``, ``value``, ``line``
-``invalid_customer_managed_policy`` ``field``, ``name``, ``path``, ``row``
-``invalid_permissions_boundary`` ``field``, ``value``
-``invalid_relay_state``         ``field``, ``value``, ``max``
-``invalid_principal_type``      ``field``, ``value``
-``no_principals``               ``field``, ``principal_type``
-``invalid_user_name_template``  ``template``, ``error``
-``ignored_field`` (warning)     ``field``, ``principal_type``
-``no_targets``                  ``field``
-``invalid_target``              ``field``, ``value``, ``line``
-``missing_permission_set``      ``field``
-``invalid_expires_on``          ``field``, ``value``
-``duplicate_assignment`` (warning) ``count``, ``first_record_ids``, ``example``
-==============================  ==========================================================
+Field rules (lengths, patterns, durations, ids) are :mod:`idc_sync.idc_fields`'s. Field codes come from
+:class:`~idc_sync.config.SyncConfig`; system fields (``$id``, ``$revision``, modifier, created/updated time)
+are found by *type*, because their codes depend on the app's language. Problem codes and their params are
+at each ``c.add`` call below.
 """
 
 from __future__ import annotations
@@ -54,7 +31,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from idc_sync.config import SyncConfig
+from idc_sync import idc_fields
+from idc_sync.config import AssignmentFields, PermissionSetFields, SyncConfig
+from idc_sync.idc_fields import normalise_session_duration, normalise_target
 from idc_sync.isolation import internal_error_problem
 from idc_sync.model import (
     AppKey,
@@ -70,30 +49,13 @@ from idc_sync.policy import managed_policy_arn
 
 log = logging.getLogger(__name__)
 
-# sso-admin / IAM input rules (botocore service models)
-_DESCRIPTION_MAX = 700
-_DESCRIPTION_CHARS = re.compile(r"^[\u0009\u000A\u000D\u0020-\u007E\u00A1-\u00FF]*$")
-_RELAY_STATE_MAX = 240
-_RELAY_STATE_CHARS = re.compile(r"^[a-zA-Z0-9&$@#\\/%?=~\-_'\"|!:,.;*+\[\] (){}]+$")
-_DURATION = re.compile(r"^PT(?:([0-9]+)H)?(?:([0-9]+)M)?$")
-_MANAGED_ARN = re.compile(
-    r"^arn:aws(-[a-z]{1,5}){0,3}:iam::aws:policy((/[A-Za-z0-9.,+@=_-]+)*)/([A-Za-z0-9.,+=@_-]+)$"
-)
-_POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$", re.ASCII)
-_POLICY_PATH = re.compile(r"^((/[A-Za-z0-9.,+@=_-]+)*)/$")
-# ASCII digits only: ``\d`` would take full-width and Arabic-Indic digits as an account id.
-_ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
-_DASHED_ACCOUNT_ID = re.compile(r"^[0-9]{4}-[0-9]{4}-[0-9]{4}$")  # as the AWS console shows it
-_OU_ID = re.compile(r"^ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}$")
-_TARGET_SEPARATORS = re.compile("[\\s,;\u3001\uff0c\uff1b]+")  # + ideographic/fullwidth , ;
-_POLICY_SEPARATORS = re.compile("[\\s,;\u3001\uff0c\uff1b]+")  # + ideographic/fullwidth , ;
+# Items on one line of a list field: whitespace, commas, semicolons (also ideographic/full-width , ;).
+_SEPARATORS = re.compile("[\\s,;\u3001\uff0c\uff1b]+")
 
 
 # --------------------------------------------------------------------------- record access
 class _MissingField(Exception):
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
+    """A configured field absent from a record (:func:`_missing_fields` screens for it first)."""
 
 
 def _system_value(record: Mapping[str, Any], kind: str) -> Any:
@@ -177,7 +139,7 @@ def _ref(
 class _Collector:
     """Problems of one record; ``failed`` tells whether any was an error."""
 
-    ref: RecordRef | None
+    ref: RecordRef
     problems: list[Problem] = field(default_factory=list)
 
     def add(self, code: str, message: str, severity: str = "error", **params: Any) -> None:
@@ -191,40 +153,15 @@ class _Collector:
 
 
 # --------------------------------------------------------------------------- field parsers
-def parse_session_duration(value: str) -> str | None:
-    """``PT1H``..``PT12H`` (also ``PT1H30M``, ``PT90M``) -> the value as IdC stores it; None if invalid."""
-    text = value.strip().upper()
-    match = _DURATION.match(text) if text.isascii() else None
-    if not match or not (match.group(1) or match.group(2)):
-        return None
-    minutes = int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
-    return text if 60 <= minutes <= 720 else None
-
-
-def split_lines(text: str, separators: re.Pattern[str]) -> list[tuple[int, str]]:
+def split_lines(text: str) -> list[tuple[int, str]]:
     """Non-blank items with their 1-based line number; items on a line may be separated by commas etc."""
     out: list[tuple[int, str]] = []
     for number, line in enumerate(text.splitlines(), start=1):
-        for item in separators.split(line):
+        for item in _SEPARATORS.split(line):
             item = item.strip().strip("\"'`\u201c\u201d\u2018\u2019")
             if item:
                 out.append((number, item))
     return out
-
-
-def normalise_target(value: str) -> str | None:
-    """A 12-digit account id (``1234-5678-9012`` accepted) or an OU id (any case) -> canonical; else None."""
-    text = value.strip()
-    if not text.isascii():  # full-width digits, or a Kelvin sign that .lower() would turn into "k"
-        return None
-    if _DASHED_ACCOUNT_ID.match(text):
-        text = text.replace("-", "")
-    if _ACCOUNT_ID.match(text):
-        return text
-    lowered = text.lower()
-    if _OU_ID.match(lowered):
-        return lowered
-    return None
 
 
 def normalise_policy_path(path: str) -> str:
@@ -243,7 +180,7 @@ def parse_customer_policy(value: str) -> CustomerPolicyRef | None:
         path = normalise_policy_path(path)
     else:
         name, path = text.strip("/"), "/"
-    if not _POLICY_NAME.match(name) or not _POLICY_PATH.match(path):
+    if not idc_fields.is_policy_name(name) or not idc_fields.is_policy_path(path):
         return None
     return CustomerPolicyRef(name=name, path=path)
 
@@ -263,7 +200,7 @@ def _managed_arn(value: str) -> str | None:
         arn = managed_policy_arn(value)
     except ValueError:
         return None
-    return arn if _MANAGED_ARN.match(arn) else None
+    return arn if idc_fields.is_managed_policy_arn(arn) else None
 
 
 # --------------------------------------------------------------------------- permission sets
@@ -272,9 +209,32 @@ def _parse_permission_set(
 ) -> tuple[PermissionSetSpec | None, str | None, RecordRef, list[Problem]]:
     """-> (spec or None, the name when known, the record's ref, problems)."""
     f = config.permission_set_fields
-    owners = _users(record, f.owners)
-    c = _Collector(_ref(record, "permission_sets", app_id, owners))
+    c = _Collector(_ref(record, "permission_sets", app_id, _users(record, f.owners)))
+    name = _ps_name(record, f, c)
+    description = _description(record, f, c)
+    duration = _session_duration(record, f, c)
+    managed = _managed_policies(record, f, c)
+    customer = _customer_policies(record, f, c)
+    inline = _text(record, f.inline_policy)
+    boundary = _permissions_boundary(record, f, c)
+    relay_state = _relay_state(record, f, c)
+    if c.failed or duration is None:
+        return None, name or None, c.ref, c.problems
+    spec = PermissionSetSpec(
+        name=name,
+        description=description,
+        session_duration=duration,
+        relay_state=relay_state,
+        managed_policies=managed,
+        customer_managed_policies=customer,
+        inline_policy=inline if inline.strip() else None,
+        permissions_boundary=boundary,
+        record=c.ref,
+    )
+    return spec, name, c.ref, c.problems
 
+
+def _ps_name(record: Mapping[str, Any], f: PermissionSetFields, c: _Collector) -> str:
     name = _text(record, f.name).strip()
     if not name:
         c.add(
@@ -283,34 +243,47 @@ def _parse_permission_set(
             "and + = , . @ - _).",
             field=f.name,
         )
+    return name
 
+
+def _description(record: Mapping[str, Any], f: PermissionSetFields, c: _Collector) -> str:
     description = _text(record, f.description).strip()
-    if len(description) > _DESCRIPTION_MAX or not _DESCRIPTION_CHARS.match(description):
-        bad = sorted({ch for ch in description if not _DESCRIPTION_CHARS.match(ch)})
+    if not idc_fields.is_description(description):
+        bad = idc_fields.description_bad_characters(description)
         c.add(
             "invalid_description",
             f"The description in '{f.description}' cannot be used by IAM Identity Center: it allows at most "
-            f"{_DESCRIPTION_MAX} characters of Latin-1 text (no Japanese or emoji). Shorten or rewrite it"
-            + (f" (unsupported characters: {''.join(bad[:10])})." if bad else "."),
+            f"{idc_fields.DESCRIPTION_MAX} characters of Latin-1 text (no Japanese or emoji). Shorten or rewrite it"
+            + (f" (unsupported characters: {bad})." if bad else "."),
             field=f.description,
             length=len(description),
-            max=_DESCRIPTION_MAX,
-            characters="".join(bad[:10]),
+            max=idc_fields.DESCRIPTION_MAX,
+            characters=bad,
         )
+    return description
 
-    raw_duration = _text(record, f.session_duration).strip()
-    duration = parse_session_duration(raw_duration) if raw_duration else "PT1H"
+
+def _session_duration(record: Mapping[str, Any], f: PermissionSetFields, c: _Collector) -> str | None:
+    """The duration as IdC stores it (empty field: the default, PT1H); None when invalid."""
+    raw = _text(record, f.session_duration).strip()
+    if not raw:
+        return idc_fields.SESSION_DURATION_DEFAULT
+    duration = normalise_session_duration(raw)
     if duration is None:
         c.add(
             "invalid_session_duration",
-            f"The session duration '{raw_duration}' in '{f.session_duration}' is not valid. Choose an ISO-8601 "
+            f"The session duration '{raw}' in '{f.session_duration}' is not valid. Choose an ISO-8601 "
             "duration from PT1H to PT12H (for example PT4H).",
             field=f.session_duration,
-            value=raw_duration,
+            value=raw,
         )
+    return duration
 
+
+def _managed_policies(record: Mapping[str, Any], f: PermissionSetFields, c: _Collector) -> list[str]:
+    """ARNs of the AWS managed policies, one per line (name, path/name or ARN), sorted and unique."""
     managed: set[str] = set()
-    for line, item in split_lines(_text(record, f.managed_policies), _POLICY_SEPARATORS):
+    for line, item in split_lines(_text(record, f.managed_policies)):
         arn = _managed_arn(item)
         if arn is None:
             c.add(
@@ -325,7 +298,13 @@ def _parse_permission_set(
             )
         else:
             managed.add(arn)
+    return sorted(managed)
 
+
+def _customer_policies(
+    record: Mapping[str, Any], f: PermissionSetFields, c: _Collector
+) -> list[CustomerPolicyRef]:
+    """The rows of the customer managed policies table (empty rows skipped), sorted by path and name."""
     customer: dict[tuple[str, str], CustomerPolicyRef] = {}
     rows = _value(record, f.customer_managed_policies) or []
     for row_number, row in enumerate(rows, start=1):
@@ -345,7 +324,7 @@ def _parse_permission_set(
                 )
             continue  # an empty row (kintone shows one by default)
         path = normalise_policy_path(cmp_path)
-        if not _POLICY_NAME.match(cmp_name) or not _POLICY_PATH.match(path):
+        if not idc_fields.is_policy_name(cmp_name) or not idc_fields.is_policy_path(path):
             c.add(
                 "invalid_customer_managed_policy",
                 f"Row {row_number} of '{f.customer_managed_policies}' (name '{cmp_name}', path '{cmp_path or '/'}') "
@@ -358,85 +337,86 @@ def _parse_permission_set(
             )
             continue
         customer[(path, cmp_name)] = CustomerPolicyRef(name=cmp_name, path=path)
+    return [customer[k] for k in sorted(customer)]
 
-    inline = _text(record, f.inline_policy)
-    inline_policy = inline if inline.strip() else None
 
-    raw_boundary = _text(record, f.permissions_boundary).strip()
-    boundary = parse_permissions_boundary(raw_boundary) if raw_boundary else None
-    if raw_boundary and boundary is None:
+def _permissions_boundary(
+    record: Mapping[str, Any], f: PermissionSetFields, c: _Collector
+) -> PermissionsBoundary | None:
+    raw = _text(record, f.permissions_boundary).strip()
+    boundary = parse_permissions_boundary(raw) if raw else None
+    if raw and boundary is None:
         c.add(
             "invalid_permissions_boundary",
-            f"The permissions boundary '{raw_boundary}' in '{f.permissions_boundary}' is not understood. Write an "
+            f"The permissions boundary '{raw}' in '{f.permissions_boundary}' is not understood. Write an "
             "AWS managed policy name or ARN (PowerUserAccess), or a customer managed policy as customer:/path/Name.",
             field=f.permissions_boundary,
-            value=raw_boundary,
+            value=raw,
         )
+    return boundary
 
+
+def _relay_state(record: Mapping[str, Any], f: PermissionSetFields, c: _Collector) -> str | None:
     relay_state = _text(record, f.relay_state).strip() or None
-    if relay_state and (len(relay_state) > _RELAY_STATE_MAX or not _RELAY_STATE_CHARS.match(relay_state)):
+    if relay_state and not idc_fields.is_relay_state(relay_state):
         c.add(
             "invalid_relay_state",
-            f"The relay state in '{f.relay_state}' must be a console URL of at most {_RELAY_STATE_MAX} characters "
-            "without spaces or non-ASCII characters (for example https://console.aws.amazon.com/ec2/).",
+            f"The relay state in '{f.relay_state}' must be a console URL of at most {idc_fields.RELAY_STATE_MAX} "
+            "characters without spaces or non-ASCII characters (for example https://console.aws.amazon.com/ec2/).",
             field=f.relay_state,
-            value=relay_state[:_RELAY_STATE_MAX],
-            max=_RELAY_STATE_MAX,
+            value=relay_state[: idc_fields.RELAY_STATE_MAX],
+            max=idc_fields.RELAY_STATE_MAX,
         )
-
-    assert c.ref is not None
-    if c.failed or duration is None:
-        return None, name or None, c.ref, c.problems
-    spec = PermissionSetSpec(
-        name=name,
-        description=description,
-        session_duration=duration,
-        relay_state=relay_state,
-        managed_policies=sorted(managed),
-        customer_managed_policies=[customer[k] for k in sorted(customer)],
-        inline_policy=inline_policy,
-        permissions_boundary=boundary,
-        record=c.ref,
-    )
-    return spec, name, c.ref, c.problems
+    return relay_state
 
 
 # --------------------------------------------------------------------------- assignments
 def _parse_assignment(
-    record: Mapping[str, Any],
-    config: SyncConfig,
-    app_id: str,
-    known_permission_sets: set[str],
+    record: Mapping[str, Any], config: SyncConfig, app_id: str
 ) -> tuple[list[AssignmentSpec], list[Problem]]:
     f = config.assignment_fields
     c = _Collector(_ref(record, "assignments", app_id))
+    principal_type, principals = _principals(record, config, c)
+    targets = _targets(record, f, c)
+    ps_name = _text(record, f.permission_set).strip()
+    if not ps_name:
+        c.add(
+            "missing_permission_set",
+            f"No permission set is chosen. Pick one in '{f.permission_set}'.",
+            field=f.permission_set,
+        )
+    # A name not in the permission sets app is not an error here: the lookup may still hold the old name
+    # of a renamed record (kintone copies it at save time). The plan, which knows IdC, tells a rename
+    # (``permission_set_renamed``) from an unknown name (``unknown_permission_set``).
+    expires_on = _expires_on(record, f, c)
 
+    # Target lines fail alone; every other error makes the whole record mean nothing.
+    if any(p.severity == "error" and p.code != "invalid_target" for p in c.problems):
+        return [], c.problems
+    specs = [
+        AssignmentSpec(
+            principal_type=principal_type,  # type: ignore[arg-type]
+            principal_name=principal,
+            target=target,
+            permission_set_name=ps_name,
+            expires_on=expires_on,
+            record=c.ref,
+        )
+        for principal in dict.fromkeys(principals)
+        for target in targets
+    ]
+    return specs, c.problems
+
+
+def _principals(record: Mapping[str, Any], config: SyncConfig, c: _Collector) -> tuple[str, list[str]]:
+    """-> (principal type as written, upper-cased; IdC user names or the group's display name)."""
+    f = config.assignment_fields
     raw_type = _text(record, f.principal_type).strip()
     principal_type = raw_type.upper()
-    principals: list[str] = []
     users = _users(record, f.users)
     group_name = _text(record, f.group_name).strip()
     if principal_type == "USER":
-        if not users:
-            c.add(
-                "no_principals",
-                f"No user is selected. Choose at least one user in '{f.users}' (or set '{f.principal_type}' to "
-                "GROUP and fill in the group name).",
-                field=f.users,
-                principal_type="USER",
-            )
-        for code in users:
-            try:
-                principals.append(config.user_name_template.format(code=code).strip())
-            except (KeyError, IndexError, ValueError, AttributeError) as exc:
-                c.add(
-                    "invalid_user_name_template",
-                    f"The idc-sync setting user_name_template '{config.user_name_template}' cannot be applied "
-                    f"({type(exc).__name__}: {exc}). An administrator must fix it; only {{code}} is available.",
-                    template=config.user_name_template,
-                    error=str(exc),
-                )
-                break
+        principals = _user_names(users, config, c)
         if group_name:
             c.add(
                 "ignored_field",
@@ -446,7 +426,8 @@ def _parse_assignment(
                 field=f.group_name,
                 principal_type="USER",
             )
-    elif principal_type == "GROUP":
+        return principal_type, principals
+    if principal_type == "GROUP":
         if not group_name:
             c.add(
                 "no_principals",
@@ -455,8 +436,6 @@ def _parse_assignment(
                 field=f.group_name,
                 principal_type="GROUP",
             )
-        else:
-            principals.append(group_name)
         if users:
             c.add(
                 "ignored_field",
@@ -466,16 +445,47 @@ def _parse_assignment(
                 field=f.users,
                 principal_type="GROUP",
             )
-    else:
-        c.add(
-            "invalid_principal_type",
-            f"'{f.principal_type}' is '{raw_type}'; it must be USER or GROUP.",
-            field=f.principal_type,
-            value=raw_type,
-        )
+        return principal_type, [group_name] if group_name else []
+    c.add(
+        "invalid_principal_type",
+        f"'{f.principal_type}' is '{raw_type}'; it must be USER or GROUP.",
+        field=f.principal_type,
+        value=raw_type,
+    )
+    return principal_type, []
 
+
+def _user_names(users: list[str], config: SyncConfig, c: _Collector) -> list[str]:
+    """kintone user codes -> IdC user names (``user_name_template``)."""
+    f = config.assignment_fields
+    if not users:
+        c.add(
+            "no_principals",
+            f"No user is selected. Choose at least one user in '{f.users}' (or set '{f.principal_type}' to "
+            "GROUP and fill in the group name).",
+            field=f.users,
+            principal_type="USER",
+        )
+    names: list[str] = []
+    for code in users:
+        try:
+            names.append(config.user_name_template.format(code=code).strip())
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            c.add(
+                "invalid_user_name_template",
+                f"The idc-sync setting user_name_template '{config.user_name_template}' cannot be applied "
+                f"({type(exc).__name__}: {exc}). An administrator must fix it; only {{code}} is available.",
+                template=config.user_name_template,
+                error=str(exc),
+            )
+            break
+    return names
+
+
+def _targets(record: Mapping[str, Any], f: AssignmentFields, c: _Collector) -> list[str]:
+    """Canonical account/OU ids, unique, in the order written; a bad line is reported and skipped."""
     targets: list[str] = []
-    items = split_lines(_text(record, f.targets), _TARGET_SEPARATORS)
+    items = split_lines(_text(record, f.targets))
     if not items:
         c.add(
             "no_targets",
@@ -500,49 +510,24 @@ def _parse_assignment(
             )
         elif target not in targets:
             targets.append(target)
+    return targets
 
-    ps_name = _text(record, f.permission_set).strip()
-    if not ps_name:
+
+def _expires_on(record: Mapping[str, Any], f: AssignmentFields, c: _Collector) -> dt.date | None:
+    raw = _text(record, f.expires_on).strip()
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
         c.add(
-            "missing_permission_set",
-            f"No permission set is chosen. Pick one in '{f.permission_set}'.",
-            field=f.permission_set,
+            "invalid_expires_on",
+            f"'{f.expires_on}' is '{raw}', not a date. Write it as YYYY-MM-DD, or leave it empty for "
+            "permanent access.",
+            field=f.expires_on,
+            value=raw,
         )
-    # A name not in the permission sets app (``known_permission_sets``) is not an error here: the lookup
-    # may still hold the old name of a renamed record (kintone copies it at save time). The plan, which
-    # knows IdC, tells a rename (``permission_set_renamed``) from an unknown name (``unknown_permission_set``).
-
-    raw_expiry = _text(record, f.expires_on).strip()
-    expires_on: dt.date | None = None
-    if raw_expiry:
-        try:
-            expires_on = dt.date.fromisoformat(raw_expiry)
-        except ValueError:
-            c.add(
-                "invalid_expires_on",
-                f"'{f.expires_on}' is '{raw_expiry}', not a date. Write it as YYYY-MM-DD, or leave it empty for "
-                "permanent access.",
-                field=f.expires_on,
-                value=raw_expiry,
-            )
-
-    # Target lines fail alone; every other error makes the whole record mean nothing.
-    if any(p.severity == "error" and p.code != "invalid_target" for p in c.problems):
-        return [], c.problems
-    assert c.ref is not None
-    specs = [
-        AssignmentSpec(
-            principal_type=principal_type,  # type: ignore[arg-type]
-            principal_name=principal,
-            target=target,
-            permission_set_name=ps_name,
-            expires_on=expires_on,
-            record=c.ref,
-        )
-        for principal in dict.fromkeys(principals)
-        for target in targets
-    ]
-    return specs, c.problems
+        return None
 
 
 def _later(a: dt.date | None, b: dt.date | None) -> dt.date | None:
@@ -619,106 +604,9 @@ def parse_desired_state(
         **{k: str(v) for k, v in (app_ids or {}).items()},
     }
     state = DesiredState(records_read={"permission_sets": len(ps_records), "assignments": len(asg_records)})
-    problems = state.problems
-
-    # --- permission sets
-    ps_sorted = sorted(ps_records, key=_sort_key)
-    pf = config.permission_set_fields
-    ps_codes = [getattr(pf, n) for n in type(pf).model_fields if n not in ("cmp_name", "cmp_path")]
-    subtable = [(pf.customer_managed_policies, pf.cmp_name), (pf.customer_managed_policies, pf.cmp_path)]
-    ps_skip = _missing_fields(
-        ps_sorted, ps_codes, "permission_sets", ids["permission_sets"], problems, subtable
-    )
-    first_by_name: dict[str, str] = {}  # casefolded name -> record id of the first record
-    held: set[str] = set()
-    for i, record in enumerate(ps_sorted):
-        if i in ps_skip:
-            if raw := _raw_name(record, pf.name):
-                held.add(raw)
-            continue
-        ref: RecordRef | None
-        try:
-            spec, name, ref, record_problems = _parse_permission_set(record, config, ids["permission_sets"])
-        except Exception as exc:  # anything unforeseen in one record must not stop the run
-            problem = _unreadable(record, "permission_sets", ids, exc)
-            spec, name, ref, record_problems = None, _raw_name(record, pf.name), problem.record, [problem]
-        if name:
-            key = name.casefold()
-            if key in first_by_name:
-                record_problems.append(
-                    Problem(
-                        code="duplicate_permission_set_name",
-                        message=(
-                            f"The permission set name '{name}' is already used by record {first_by_name[key]} "
-                            "(names are case-insensitive). Rename this one or delete the duplicate record."
-                        ),
-                        record=ref,
-                        params={"name": name, "first_record_id": first_by_name[key]},
-                    )
-                )
-                problems.extend(record_problems)
-                continue
-            first_by_name[key] = _record_id(record)
-        problems.extend(record_problems)
-        if spec is not None:
-            state.permission_sets[spec.name] = spec
-        elif name:
-            held.add(name)
-    held -= set(state.permission_sets)
-    state.held_permission_sets = sorted(held)
-
-    # --- assignments
-    known = set(state.permission_sets) | held
-    asg_sorted = sorted(asg_records, key=_sort_key)
-    af = config.assignment_fields
-    asg_codes = [getattr(af, n) for n in type(af).model_fields if n != "reason"]
-    asg_skip = _missing_fields(asg_sorted, asg_codes, "assignments", ids["assignments"], problems)
-    index: dict[tuple[str, str, str, str], int] = {}
-    for i, record in enumerate(asg_sorted):
-        if i in asg_skip:
-            continue
-        try:
-            specs, record_problems = _parse_assignment(record, config, ids["assignments"], known)
-        except Exception as exc:
-            specs, record_problems = [], [_unreadable(record, "assignments", ids, exc)]
-        problems.extend(record_problems)
-        duplicates: list[AssignmentSpec] = []
-        for asg in specs:
-            asg_key = (asg.principal_type, asg.principal_name, asg.target, asg.permission_set_name)
-            at = index.get(asg_key)
-            if at is None:
-                index[asg_key] = len(state.assignments)
-                state.assignments.append(asg)
-                continue
-            kept = state.assignments[at]
-            merged = _later(kept.expires_on, asg.expires_on)
-            if merged != kept.expires_on:
-                state.assignments[at] = kept.model_copy(update={"expires_on": merged})
-            duplicates.append(kept)
-        if duplicates:
-            first_ids = sorted({d.record.record_id for d in duplicates}, key=lambda r: (len(r), r))
-            example = duplicates[0]
-            problems.append(
-                Problem(
-                    code="duplicate_assignment",
-                    message=(
-                        f"{len(duplicates)} of this record's assignments (for example {example.principal_type} "
-                        f"{example.principal_name} -> {example.target} with {example.permission_set_name}) are "
-                        f"already given by record(s) {', '.join(first_ids)}. Nothing is wrong, but consider removing "
-                        "the duplicate; access stays until every record that gives it is removed."
-                    ),
-                    severity="warning",
-                    record=specs[0].record,
-                    params={
-                        "count": len(duplicates),
-                        "first_record_ids": ", ".join(first_ids),
-                        "example": f"{example.principal_type}:{example.principal_name} -> {example.target} "
-                        f"({example.permission_set_name})",
-                    },
-                )
-            )
-
-    errors = sum(1 for p in problems if p.severity == "error")
+    _read_permission_sets(ps_records, config, ids, state)
+    _read_assignments(asg_records, config, ids, state)
+    errors = sum(1 for p in state.problems if p.severity == "error")
     log.info(
         "parsed %d permission set records and %d assignment records: %d permission sets, %d held, "
         "%d assignments, %d errors, %d warnings",
@@ -728,9 +616,124 @@ def parse_desired_state(
         len(state.held_permission_sets),
         len(state.assignments),
         errors,
-        len(problems) - errors,
+        len(state.problems) - errors,
     )
     return state
+
+
+def _read_permission_sets(
+    records: list[dict[str, Any]], config: SyncConfig, ids: Mapping[str, str], state: DesiredState
+) -> None:
+    """Fills ``state.permission_sets`` and ``held_permission_sets`` (names whose record has errors)."""
+    ps_sorted = sorted(records, key=_sort_key)
+    pf = config.permission_set_fields
+    codes = [getattr(pf, n) for n in type(pf).model_fields if n not in ("cmp_name", "cmp_path")]
+    subtable = [(pf.customer_managed_policies, pf.cmp_name), (pf.customer_managed_policies, pf.cmp_path)]
+    skip = _missing_fields(
+        ps_sorted, codes, "permission_sets", ids["permission_sets"], state.problems, subtable
+    )
+    first_by_name: dict[str, str] = {}  # casefolded name -> record id of the first record
+    held: set[str] = set()
+    for i, record in enumerate(ps_sorted):
+        if i in skip:
+            if raw := _raw_name(record, pf.name):
+                held.add(raw)
+            continue
+        ref: RecordRef | None
+        try:
+            spec, name, ref, record_problems = _parse_permission_set(record, config, ids["permission_sets"])
+        except Exception as exc:  # anything unforeseen in one record must not stop the run
+            problem = _unreadable(record, "permission_sets", ids, exc)
+            spec, name, ref, record_problems = None, _raw_name(record, pf.name), problem.record, [problem]
+        if name and name.casefold() in first_by_name:
+            first = first_by_name[name.casefold()]
+            state.problems.extend([*record_problems, _duplicate_name(name, first, ref)])
+            continue
+        if name:
+            first_by_name[name.casefold()] = _record_id(record)
+        state.problems.extend(record_problems)
+        if spec is not None:
+            state.permission_sets[spec.name] = spec
+        elif name:
+            held.add(name)
+    state.held_permission_sets = sorted(held - set(state.permission_sets))
+
+
+def _duplicate_name(name: str, first_record_id: str, ref: RecordRef | None) -> Problem:
+    return Problem(
+        code="duplicate_permission_set_name",
+        message=(
+            f"The permission set name '{name}' is already used by record {first_record_id} "
+            "(names are case-insensitive). Rename this one or delete the duplicate record."
+        ),
+        record=ref,
+        params={"name": name, "first_record_id": first_record_id},
+    )
+
+
+def _read_assignments(
+    records: list[dict[str, Any]], config: SyncConfig, ids: Mapping[str, str], state: DesiredState
+) -> None:
+    """Fills ``state.assignments``: each principal x target x permission set once, the first record's."""
+    asg_sorted = sorted(records, key=_sort_key)
+    af = config.assignment_fields
+    codes = [getattr(af, n) for n in type(af).model_fields if n != "reason"]
+    skip = _missing_fields(asg_sorted, codes, "assignments", ids["assignments"], state.problems)
+    index: dict[tuple[str, str, str, str], int] = {}  # assignment key -> position in state.assignments
+    for i, record in enumerate(asg_sorted):
+        if i in skip:
+            continue
+        try:
+            specs, record_problems = _parse_assignment(record, config, ids["assignments"])
+        except Exception as exc:
+            specs, record_problems = [], [_unreadable(record, "assignments", ids, exc)]
+        state.problems.extend(record_problems)
+        duplicates = _merge_assignments(specs, state.assignments, index)
+        if duplicates:
+            state.problems.append(_duplicate_assignment(duplicates, specs[0].record))
+
+
+def _merge_assignments(
+    specs: list[AssignmentSpec], kept: list[AssignmentSpec], index: dict[tuple[str, str, str, str], int]
+) -> list[AssignmentSpec]:
+    """Appends the new assignments of one record to ``kept``; returns the already kept ones it repeats
+    (their expiry becomes the more generous of the two)."""
+    duplicates: list[AssignmentSpec] = []
+    for asg in specs:
+        key = (asg.principal_type, asg.principal_name, asg.target, asg.permission_set_name)
+        at = index.get(key)
+        if at is None:
+            index[key] = len(kept)
+            kept.append(asg)
+            continue
+        first = kept[at]
+        merged = _later(first.expires_on, asg.expires_on)
+        if merged != first.expires_on:
+            kept[at] = first.model_copy(update={"expires_on": merged})
+        duplicates.append(first)
+    return duplicates
+
+
+def _duplicate_assignment(duplicates: list[AssignmentSpec], ref: RecordRef) -> Problem:
+    first_ids = sorted({d.record.record_id for d in duplicates}, key=lambda r: (len(r), r))
+    example = duplicates[0]
+    return Problem(
+        code="duplicate_assignment",
+        message=(
+            f"{len(duplicates)} of this record's assignments (for example {example.principal_type} "
+            f"{example.principal_name} -> {example.target} with {example.permission_set_name}) are "
+            f"already given by record(s) {', '.join(first_ids)}. Nothing is wrong, but consider removing "
+            "the duplicate; access stays until every record that gives it is removed."
+        ),
+        severity="warning",
+        record=ref,
+        params={
+            "count": len(duplicates),
+            "first_record_ids": ", ".join(first_ids),
+            "example": f"{example.principal_type}:{example.principal_name} -> {example.target} "
+            f"({example.permission_set_name})",
+        },
+    )
 
 
 def _raw_name(record: Mapping[str, Any], code: str) -> str | None:

@@ -40,6 +40,7 @@ scan"); each run reads incrementally through ``idc_sync.observe``, which reuses 
 
 from __future__ import annotations
 
+import dataclasses as dc
 import logging
 import re
 import threading
@@ -49,7 +50,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
-from idc_sync.aws_clients import IdcClients
+from idc_sync.aws_clients import IdcClients, error_code, snake_case
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
     Account,
@@ -75,10 +76,6 @@ DEFAULT_MAX_WORKERS = 4
 
 class SnapshotError(RuntimeError):
     """IdC cannot be read in a way that makes a plan meaningful (no instance, access denied, ...)."""
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def paginate(client: Any, operation: str, result_key: str, **params: Any) -> Iterator[Any]:
@@ -179,6 +176,87 @@ def read_instance(sso_admin: Any) -> tuple[str, str]:
     return instances[0]["InstanceArn"], instances[0]["IdentityStoreId"]
 
 
+# --------------------------------------------------------------------------- one permission set
+@dc.dataclass(frozen=True)
+class SsoReads:
+    """How the permission set readers below reach sso-admin, by API operation name ("DescribePermissionSet"):
+    ``call(operation, **params)`` returns the response, ``pages(operation, result_key, **params)`` the
+    items of every page. The snapshot calls a boto3 client directly (``of_client``); apply passes its own
+    calls (its retries and request ids)."""
+
+    call: Callable[..., dict[str, Any]]
+    pages: Callable[..., list[Any]]
+
+    @classmethod
+    def of_client(cls, sso: Any) -> SsoReads:
+        return cls(
+            call=lambda operation, **params: getattr(sso, snake_case(operation))(**params),
+            pages=lambda operation, key, **params: list(paginate(sso, snake_case(operation), key, **params)),
+        )
+
+
+def read_permission_set(
+    reads: SsoReads, instance_arn: str, arn: str, config: SyncConfig
+) -> PermissionSetState:
+    """One permission set as IdC has it now: attributes, tags (``managed``: the ownership tag) and policies
+    (not its provisioned accounts)."""
+    desc = reads.call("DescribePermissionSet", InstanceArn=instance_arn, PermissionSetArn=arn)[
+        "PermissionSet"
+    ]
+    state = permission_set_state(reads, instance_arn, arn, desc, config)
+    read_policies(reads, instance_arn, state)
+    return state
+
+
+def permission_set_state(
+    reads: SsoReads, instance_arn: str, arn: str, description: dict[str, Any], config: SyncConfig
+) -> PermissionSetState:
+    """A permission set's attributes (from its DescribePermissionSet ``description``) and tags."""
+    tags = permission_set_tags(reads, instance_arn, arn)
+    return PermissionSetState(
+        arn=arn,
+        name=description["Name"],
+        description=description.get("Description") or "",
+        session_duration=description.get("SessionDuration") or "PT1H",
+        relay_state=description.get("RelayState") or None,
+        tags=tags,
+        managed=tags.get(config.ownership_tag_key) == config.ownership_tag_value,
+    )
+
+
+def permission_set_tags(reads: SsoReads, instance_arn: str, arn: str) -> dict[str, str]:
+    items = reads.pages("ListTagsForResource", "Tags", InstanceArn=instance_arn, ResourceArn=arn)
+    return {t["Key"]: t.get("Value", "") for t in items}
+
+
+def read_policies(reads: SsoReads, instance_arn: str, state: PermissionSetState) -> None:
+    """Fill in ``state``'s policies: AWS managed, customer managed, inline and the permissions boundary."""
+    args = {"InstanceArn": instance_arn, "PermissionSetArn": state.arn}
+    state.managed_policies = managed_policy_arns(reads, instance_arn, state.arn)
+    state.customer_managed_policies = customer_policy_refs(reads, instance_arn, state.arn)
+    state.inline_policy = reads.call("GetInlinePolicyForPermissionSet", **args).get("InlinePolicy") or None
+    try:
+        raw = reads.call("GetPermissionsBoundaryForPermissionSet", **args).get("PermissionsBoundary")
+    except ClientError as exc:
+        if error_code(exc) != "ResourceNotFoundException":  # AWS answers "no boundary" with a 404
+            raise
+        raw = None
+    state.permissions_boundary = _boundary(raw)
+
+
+def managed_policy_arns(reads: SsoReads, instance_arn: str, arn: str) -> list[str]:
+    operation = "ListManagedPoliciesInPermissionSet"
+    items = reads.pages(operation, "AttachedManagedPolicies", InstanceArn=instance_arn, PermissionSetArn=arn)
+    return sorted(p["Arn"] for p in items)
+
+
+def customer_policy_refs(reads: SsoReads, instance_arn: str, arn: str) -> list[CustomerPolicyRef]:
+    operation, key = "ListCustomerManagedPolicyReferencesInPermissionSet", "CustomerManagedPolicyReferences"
+    items = reads.pages(operation, key, InstanceArn=instance_arn, PermissionSetArn=arn)
+    refs = (CustomerPolicyRef(name=r["Name"], path=r.get("Path") or "/") for r in items)
+    return sorted(refs, key=lambda r: (r.path, r.name))
+
+
 def _boundary(raw: dict[str, Any] | None) -> PermissionsBoundary | None:
     if not raw:
         return None
@@ -203,6 +281,7 @@ class PermissionSetReader:
         management_account_id: str,
     ) -> None:
         self.sso = clients.sso_admin
+        self.reads = SsoReads.of_client(self.sso)
         self.instance = instance_arn
         self.config = config
         self.desired_names = desired_names
@@ -211,93 +290,58 @@ class PermissionSetReader:
 
     def read(self, arn: str) -> PermissionSetState | None:
         """One permission set; None when it is outside the scope (then only described)."""
-        ps = self.sso.describe_permission_set(InstanceArn=self.instance, PermissionSetArn=arn)[
+        ps = self.reads.call("DescribePermissionSet", InstanceArn=self.instance, PermissionSetArn=arn)[
             "PermissionSet"
         ]
-        name = ps["Name"]
-        if not self.scope.includes_permission_set(name):
+        if not self.scope.includes_permission_set(ps["Name"]):
             return None
-        tags = {
-            t["Key"]: t.get("Value", "")
-            for t in paginate(
-                self.sso, "list_tags_for_resource", "Tags", InstanceArn=self.instance, ResourceArn=arn
-            )
-        }
-        managed = tags.get(self.config.ownership_tag_key) == self.config.ownership_tag_value
-        state = PermissionSetState(
-            arn=arn,
-            name=name,
-            description=ps.get("Description") or "",
-            session_duration=ps.get("SessionDuration") or "PT1H",
-            relay_state=ps.get("RelayState") or None,
-            tags=tags,
-            managed=managed,
-        )
-        if not (managed or name in self.desired_names):
+        state = permission_set_state(self.reads, self.instance, arn, ps, self.config)
+        if not (state.managed or state.name in self.desired_names):
             return state
-        self._read_policies(state)
+        read_policies(self.reads, self.instance, state)
         state.provisioned_accounts = self._accounts(arn)
-        if managed:
+        if state.managed:
             state.stale_accounts = self._accounts(arn, "LATEST_PERMISSION_SET_NOT_PROVISIONED")
         return state
 
-    def _read_policies(self, state: PermissionSetState) -> None:
-        args = {"InstanceArn": self.instance, "PermissionSetArn": state.arn}
-        state.managed_policies = sorted(
-            p["Arn"]
-            for p in paginate(
-                self.sso, "list_managed_policies_in_permission_set", "AttachedManagedPolicies", **args
-            )
-        )
-        state.customer_managed_policies = sorted(
-            (
-                CustomerPolicyRef(name=r["Name"], path=r.get("Path") or "/")
-                for r in paginate(
-                    self.sso,
-                    "list_customer_managed_policy_references_in_permission_set",
-                    "CustomerManagedPolicyReferences",
-                    **args,
-                )
-            ),
-            key=lambda r: (r.path, r.name),
-        )
-        state.inline_policy = (
-            self.sso.get_inline_policy_for_permission_set(**args).get("InlinePolicy") or None
-        )
-        try:
-            raw = self.sso.get_permissions_boundary_for_permission_set(**args).get("PermissionsBoundary")
-        except ClientError as exc:
-            if _error_code(exc) != "ResourceNotFoundException":  # AWS answers "no boundary" with a 404
-                raise
-            raw = None
-        state.permissions_boundary = _boundary(raw)
-
     def _accounts(self, arn: str, status: str | None = None) -> list[str]:
-        params: dict[str, Any] = {"InstanceArn": self.instance, "PermissionSetArn": arn}
-        if status:
-            params["ProvisioningStatus"] = status
-        return sorted(
-            set(paginate(self.sso, "list_accounts_for_provisioned_permission_set", "AccountIds", **params))
-        )
+        return provisioned_accounts(self.reads, self.instance, arn, status)
 
     def assignments(self, pair: tuple[str, str]) -> list[AssignmentState]:
         account_id, arn = pair
-        return [
-            AssignmentState(
-                account_id=account_id,
-                permission_set_arn=arn,
-                principal_type=a["PrincipalType"],
-                principal_id=a["PrincipalId"],
-            )
-            for a in paginate(
-                self.sso,
-                "list_account_assignments",
-                "AccountAssignments",
-                InstanceArn=self.instance,
-                AccountId=account_id,
-                PermissionSetArn=arn,
-            )
-        ]
+        return account_assignments(self.reads, self.instance, account_id, arn)
+
+
+def provisioned_accounts(
+    reads: SsoReads, instance_arn: str, arn: str, status: str | None = None
+) -> list[str]:
+    """Accounts the permission set is provisioned to (all, or those of one ``ProvisioningStatus``), sorted."""
+    params: dict[str, Any] = {"InstanceArn": instance_arn, "PermissionSetArn": arn}
+    if status:
+        params["ProvisioningStatus"] = status
+    return sorted(set(reads.pages("ListAccountsForProvisionedPermissionSet", "AccountIds", **params)))
+
+
+def account_assignments(
+    reads: SsoReads, instance_arn: str, account_id: str, arn: str
+) -> list[AssignmentState]:
+    """The assignments of one (account, permission set) pair."""
+    items = reads.pages(
+        "ListAccountAssignments",
+        "AccountAssignments",
+        InstanceArn=instance_arn,
+        AccountId=account_id,
+        PermissionSetArn=arn,
+    )
+    return [
+        AssignmentState(
+            account_id=account_id,
+            permission_set_arn=arn,
+            principal_type=a["PrincipalType"],
+            principal_id=a["PrincipalId"],
+        )
+        for a in items
+    ]
 
 
 # --------------------------------------------------------------------------- identity store
@@ -359,7 +403,7 @@ class PrincipalResolver:
             )
             return str(resp["GroupId"])
         except ClientError as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
 
@@ -385,7 +429,7 @@ class PrincipalResolver:
                 "GROUP", self.ids.describe_group(IdentityStoreId=self.store, GroupId=pid)["DisplayName"]
             )
         except ClientError as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 return pid, None  # deleted from the identity store; the plan shows the id
             raise
 

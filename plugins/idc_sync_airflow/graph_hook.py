@@ -1,4 +1,4 @@
-"""Microsoft Graph connection -> :class:`idc_sync.scim.GraphSettings` / :class:`GraphClient`.
+"""Microsoft Graph connection -> :class:`idc_sync.scim.GraphSettings` (its ``client()`` calls Graph).
 
 Connection (any type, e.g. ``generic``): login = application (client) id, password = client secret,
 extra ``{"tenant_id": ..., "service_principal_id": <object id of the IAM Identity Center enterprise
@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from idc_sync.scim import GraphClient, GraphSettings
+from idc_sync.scim import GraphSettings
 
 
 def _extra_of(conn: Any) -> dict[str, Any]:
@@ -31,26 +31,21 @@ def _extra_of(conn: Any) -> dict[str, Any]:
 
 
 class GraphHook(BaseHook):
-    """Builds the Graph client of the SCIM health check from one Airflow connection."""
+    """Builds the Graph settings of the SCIM health check from one Airflow connection: ``get_settings``
+    for the sensor, ``aget_settings`` for the triggerer."""
 
     conn_name_attr = "graph_conn_id"
     default_conn_name = "graph_default"
     conn_type = "generic"
     hook_name = "Microsoft Graph (idc-sync, client credentials)"
 
-    def __init__(self, graph_conn_id: str = default_conn_name) -> None:
-        super().__init__()
-        self.graph_conn_id = graph_conn_id
-
-    def get_settings(self) -> GraphSettings:
-        conn = self.get_connection(self.graph_conn_id)
+    @classmethod
+    def get_settings(cls, graph_conn_id: str = default_conn_name) -> GraphSettings:
+        conn = cls.get_connection(graph_conn_id)
         return GraphSettings.from_connection_parts(conn.login, conn.password, _extra_of(conn))
 
-    def get_conn(self) -> GraphClient:
-        return self.get_settings().client()
-
     @classmethod
-    async def aget_settings(cls, graph_conn_id: str) -> GraphSettings:
+    async def aget_settings(cls, graph_conn_id: str = default_conn_name) -> GraphSettings:
         """Async variant for the triggerer: no blocking supervisor call on the event loop.
 
         The extras carry no secrets (ids and URLs), so they are parsed directly rather than through the

@@ -97,7 +97,7 @@ class ScimHealthSensor(BaseSensorOperator):
     def _check(self) -> ScimVerdict:
         now = dt.datetime.now(dt.UTC)
         try:
-            settings = GraphHook(self.graph_conn_id).get_settings()
+            settings = GraphHook.get_settings(self.graph_conn_id)
         except Exception as exc:
             return ScimVerdict(
                 status="unhealthy",

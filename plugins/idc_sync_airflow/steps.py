@@ -28,6 +28,7 @@ from idc_sync.model import (
     Problem,
     Scope,
     ValidationReport,
+    pair_key,
 )
 from idc_sync_airflow import settings
 from idc_sync_airflow.hooks import IdcHook, KintoneHook
@@ -99,7 +100,7 @@ def _get(config: SyncConfig, value: Any, model: Any) -> Any:
 
 
 def plan_of(output: dict[str, Any]) -> Plan:
-    """The plan in compute_diff's or validate_policies' output."""
+    """The plan in compute_diff's output (the plan as computed, before the verdicts)."""
     plan: Plan = _get(_config(), output["plan"], Plan)
     return plan
 
@@ -120,7 +121,7 @@ def _read_kintone(config: SyncConfig, *, full: bool) -> tuple[list[Any], list[An
     store = AuditStore(config.audit_path)
     cache = _load_state(store, KINTONE_CACHE_STATE, RecordCache, "reading both apps in full")
     now = dt.datetime.now(dt.UTC)
-    options = {
+    options: dict[str, Any] = {
         "id_pass_every": dt.timedelta(minutes=config.kintone_id_pass_minutes),
         "overlap": dt.timedelta(minutes=config.kintone_overlap_minutes),
         "full": full,
@@ -192,11 +193,14 @@ def observe_idc(desired_json: dict[str, Any]) -> dict[str, Any]:
         plan, _ = _compute_plan(desired, candidate, config, params, memory)
         return plan_touches(plan, candidate)
 
+    cache = _observed_cache(store)
+    if cache is not None:
+        _reread_interrupted(store, cache)
     observed, cache, stats = observe(
         clients,
         desired,
         config,
-        _observed_cache(store),
+        cache,
         scope=_scope(params),
         plan_touches=touches,
         options=ObserveOptions(full=bool(params.get("full_resync"))),
@@ -206,7 +210,7 @@ def observe_idc(desired_json: dict[str, Any]) -> dict[str, Any]:
     adopted_arns = {r.permission_set_arn for r in adopted if r.status == "adopted" and r.permission_set_arn}
     if adopted_arns:  # read fresh by adopt; the cache reads them again (now managed) next run
         cache.invalidate(arns=adopted_arns)
-        confirmed = {f"{a.account_id}|{a.permission_set_arn}" for a in observed.assignments}
+        confirmed = {pair_key(a.account_id, a.permission_set_arn) for a in observed.assignments}
         observed = observed.model_copy(
             update={"confirmed_pairs": sorted(set(observed.confirmed_pairs) | confirmed)}
         )
@@ -222,6 +226,37 @@ def observe_idc(desired_json: dict[str, Any]) -> dict[str, Any]:
     summary = {"stats": stats.as_dict(), "adopted": [r.model_dump(mode="json") for r in adopted]}
     get_current_context()["ti"].xcom_push(key=OBSERVE_SUMMARY_XCOM, value=summary)
     return {"observed": _put(config, observed, "observed"), **summary}
+
+
+def _reread_interrupted(store: AuditStore, cache: Any) -> None:
+    """Pairs an earlier run sent requests for without its cache learning the outcome (it was killed
+    mid-apply, or they failed) are read again before planning (``idc_sync.apply_journal``)."""
+    from idc_sync.apply_journal import JOURNAL_STATE, ApplyJournal, forget_rereads
+
+    journal = _load_state(store, JOURNAL_STATE, ApplyJournal, "the sweep finds what it missed")
+    run_id = get_current_context()["dag_run"].run_id
+    if journal is not None and (n := forget_rereads(cache, journal, run_id)):
+        log.warning(
+            "run %s ended mid-apply or with operations in an unknown state: re-reading %d pair(s) it changed",
+            journal.run_id,
+            n,
+        )
+
+
+def _journal_writer(config: SyncConfig, plan: Plan) -> Any:
+    """Apply's write-ahead journal and cache checkpoints (``idc_sync.apply_journal.JournalWriter``)."""
+    from idc_sync.apply_journal import JOURNAL_STATE, JournalWriter
+
+    store = AuditStore(config.audit_path)
+    return JournalWriter(
+        get_current_context()["dag_run"].run_id,
+        plan,
+        save_journal=lambda journal: _save_state(store, JOURNAL_STATE, journal),
+        load_cache=lambda: _observed_cache(store),
+        save_cache=lambda cache: _save_state(store, OBSERVED_CACHE_STATE, cache),
+        checkpoint_seconds=config.apply_checkpoint_seconds,
+        log=log,
+    )
 
 
 def _observed_cache(store: AuditStore) -> Any:
@@ -347,7 +382,8 @@ def _pending_or_error(
 
 
 def validate_policies(desired_json: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
-    from idc_sync.validation import apply_validation, validate_permission_sets
+    """The validation verdict (problems, blocked sets); the plan itself is not changed (``verdicts``)."""
+    from idc_sync.validation import validate_permission_sets
 
     config = _config()
     desired = _get(config, desired_json, DesiredState)
@@ -363,7 +399,6 @@ def validate_policies(desired_json: dict[str, Any], diff: dict[str, Any]) -> dic
         desired, clients, config, only=touched | set(desired.permission_sets), analyzer_cache=cache
     )
     _save_analyzer_cache(store, cache, desired, changed=len(cache) != size)
-    plan = apply_validation(plan, report)
     for name in report.blocked:
         log.warning("permission set %s is blocked by validation: its operations are skipped this run", name)
     log.info(
@@ -372,7 +407,26 @@ def validate_policies(desired_json: dict[str, Any], diff: dict[str, Any]) -> dic
         len(report.blocked),
         len(report.problems),
     )
-    return {"plan": _put(config, plan, "plan"), "report": report.model_dump(mode="json")}
+    return {"report": report.model_dump(mode="json")}
+
+
+def _plan_to_apply(
+    config: SyncConfig,
+    diff: dict[str, Any],
+    validated: dict[str, Any] | None,
+    guard_out: dict[str, Any] | None = None,
+    *,
+    guarded: bool = False,
+) -> Any:
+    """compute_diff's plan combined with the verdicts (``idc_sync.verdicts.plan_to_apply``): the plan
+    itself, or with ``guarded`` a ``PlanToApply`` (plan and withheld deletions)."""
+    from idc_sync.verdicts import DeletionVerdict, plan_to_apply
+
+    report = ValidationReport.model_validate(validated["report"]) if validated else None
+    combined = plan_to_apply(
+        _get(config, diff["plan"], Plan), report, DeletionVerdict.from_guard(guard_out) if guarded else None
+    )
+    return combined if guarded else combined.plan
 
 
 ANALYZER_CACHE_STATE = "state/access_analyzer_cache.json"
@@ -423,7 +477,7 @@ def scim_verdict() -> dict[str, Any]:
     return unknown.to_xcom()
 
 
-def deletion_guard(validated: dict[str, Any]) -> dict[str, Any]:
+def deletion_guard(diff: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
     """Decide which deletions this run applies (``idc_sync.approval.decide_deletions``); never waits.
 
     Beyond the guard, only deletions covered by a recorded Approve go; the rest is withheld and, unless
@@ -435,7 +489,7 @@ def deletion_guard(validated: dict[str, Any]) -> dict[str, Any]:
     ctx = get_current_context()
     params, ti, dag_run = ctx["params"], ctx["ti"], ctx["dag_run"]
     config = _config()
-    plan = _get(config, validated["plan"], Plan)
+    plan = _plan_to_apply(config, diff, validated)
     desired = _get(config, ti.xcom_pull(task_ids="extract_kintone"), DesiredState)
     verdict = guard.evaluate_guard(plan, desired, config)
     # Only the deletions the guard holds wait for a human (``GuardVerdict.held``); the others go ahead.
@@ -550,17 +604,6 @@ def _announce_approval(verdict: guard.GuardVerdict, request: dict[str, Any]) -> 
     return bool(sent)
 
 
-def deletions_allowed(guard_out: dict[str, Any] | None) -> tuple[set[str] | None, str]:
-    """The deletion keys this run may apply (``None``: all of them) and the reason for the rest."""
-    if not guard_out:  # no decision (an old XCom shape or a failed guard): delete nothing
-        return set(), "deletion guard: no decision in this run"
-    if not guard_out.get("withheld"):
-        return None, ""
-    reasons = "; ".join((guard_out.get("verdict") or {}).get("reasons", []))
-    status = guard_out.get("message") or "not approved"
-    return set(guard_out.get("allowed") or []), f"deletion guard ({reasons}): {status}"
-
-
 NOT_CONFIRMED = "not deleted: kintone asks for it again since the plan was made (confirmed before deleting)"
 
 
@@ -596,15 +639,6 @@ def _confirm_deletions(
     return plan.model_copy(update={"operations": kept, "skipped": [*plan.skipped, *skipped]}), sorted(gone)
 
 
-def _withhold(plan: Plan, reason: str, allowed: set[str]) -> tuple[Plan, list[Any]]:
-    """The plan without the deletions outside ``allowed`` (moved to skipped, in order), and those."""
-    everything = guard.withhold_deletions(plan, reason)
-    before = {s.key for s in plan.skipped}
-    withheld = [s for s in everything.skipped if s.key not in before and s.key not in allowed]
-    kept_ops = [op for op in plan.operations if op.kind not in guard.DELETIONS or op.key in allowed]
-    return plan.model_copy(update={"operations": kept_ops, "skipped": [*plan.skipped, *withheld]}), withheld
-
-
 def _dry_run() -> bool:
     return bool(_params().get("dry_run"))
 
@@ -620,14 +654,16 @@ def _refuse_stale(plan: Plan, config: SyncConfig) -> None:
         raise RuntimeError(refusal)
 
 
-def apply_permission_sets(validated: dict[str, Any], observed_out: dict[str, Any]) -> dict[str, Any]:
+def apply_permission_sets(
+    diff: dict[str, Any], validated: dict[str, Any], observed_out: dict[str, Any]
+) -> dict[str, Any]:
     """Applies against the observed state the plan was computed from (principals resolved, adopted sets
     already marked managed)."""
     from idc_sync.apply import apply_permission_sets as apply_sets
     from idc_sync.apply import permission_set_arns
 
     config = _config()
-    plan = _get(config, validated["plan"], Plan)
+    plan = _plan_to_apply(config, diff, validated)
     ops = plan.of_kind(
         OpKind.CREATE_PERMISSION_SET, OpKind.UPDATE_PERMISSION_SET, OpKind.PROVISION_PERMISSION_SET
     )
@@ -645,6 +681,7 @@ def apply_permission_sets(validated: dict[str, Any], observed_out: dict[str, Any
 
 
 def apply_assignments(
+    diff: dict[str, Any],
     validated: dict[str, Any],
     observed_out: dict[str, Any],
     applied_sets: dict[str, Any],
@@ -653,12 +690,10 @@ def apply_assignments(
     from idc_sync.apply import apply_assignments as apply_asg
 
     config = _config()
-    plan = _get(config, validated["plan"], Plan)
-    allowed, reason = deletions_allowed(guard_out)
-    withheld: list[Any] = []
-    if allowed is not None:
-        plan, withheld = _withhold(plan, reason, allowed)
-        log.warning("%s", reason)
+    combined = _plan_to_apply(config, diff, validated, guard_out, guarded=True)
+    plan, withheld = combined.plan, combined.withheld
+    if withheld:
+        log.warning("%s", withheld[0].reason)
     ops = plan.of_kind(OpKind.CREATE_ASSIGNMENT, OpKind.DELETE_ASSIGNMENT, OpKind.DELETE_PERMISSION_SET)
     if _dry_run():
         log.info("dry run: %d assignment operation(s) not applied", len(ops))
@@ -675,6 +710,7 @@ def apply_assignments(
     # A retry (or a UI clear) may find its creates done by the earlier try: read them live first so
     # they are reported "already in place", not as changes (issue 9, defect 10).
     retry = int(get_current_context()["ti"].try_number or 1) > 1
+    journal = _journal_writer(config, plan)
     results = apply_asg(
         clients,
         plan,
@@ -682,10 +718,10 @@ def apply_assignments(
         config,
         ps_arns=applied_sets.get("ps_arns", {}),
         log=log,
-        options=ApplyOptions(confirm_creates=retry),
+        options=ApplyOptions(confirm_creates=retry, on_start=journal.on_start, on_result=journal.on_result),
     )
     _log_results("assignment", results)
-    _record_applied(config, plan, results)
+    journal.close(results)  # the observed-state cache learns what was applied
     return {
         "results": _put(config, OpResults(results), "results"),  # 50,000 in a cold sync: by reference
         "withheld": bool(withheld),
@@ -781,171 +817,152 @@ def _run_failures(ti: Any, dag_run: Any, task_ids: list[str]) -> tuple[list[str]
 
 
 def notify() -> dict[str, Any]:
-    from idc_sync.failures import explain, run_failing
+    """Collects the run's facts, lets ``idc_sync.outcome.decide_outcome`` decide, delivers what it says."""
+    from idc_sync.outcome import decide_outcome
 
     ctx = get_current_context()
-    ti = ctx["ti"]
-    params = ctx["params"]
-    dag_run = ctx["dag_run"]
+    ti, dag_run = ctx["ti"], ctx["dag_run"]
     config = _config()
-    dry_run = bool(params.get("dry_run"))
+    store = AuditStore(config.audit_path)
+    facts = _run_facts(ctx, config, store)
+    outcome = decide_outcome(facts)
+    if not facts.dry_run and facts.results:
+        _remember_applied(store, facts.plan, facts.results)
+    comments_sent = _deliver_comments(store, config, facts, outcome)
+    scim_alert = None if facts.dry_run else _scim_alert(store, facts.scim, dag_run.run_id)
+    slack_sent = _deliver_slack(store, facts, outcome)
+    artifact = _audit_artifact(ctx, facts, outcome, comments_sent=comments_sent, slack_sent=slack_sent)
+    artifact["scim_alert"] = scim_alert
+    location = store.write_run(dag_run.run_id, artifact, try_number=ti.try_number)
+    log.info("%s", outcome.summary)
+    log.info("audit artifact: %s", location)
+    _prune_refs(store)
+    _set_note(dag_run.dag_id, dag_run.run_id, outcome.summary)
+    if outcome.error:
+        raise RuntimeError(outcome.error)
+    return {"summary": outcome.summary, "audit": location, "comments": comments_sent, "slack": slack_sent}
 
-    def pull(task_id: str) -> Any:
-        return ti.xcom_pull(task_ids=task_id)
 
-    desired_json, diff, validated = pull("extract_kintone"), pull("compute_diff"), pull("validate_policies")
-    sets_out, asg_out = pull("apply_permission_sets") or {}, pull("apply_assignments") or {}
-    scim = pull("scim_verdict") or pull("scim_health")
-    problems: list[Problem] = []
-    desired = _get(config, desired_json, DesiredState) if desired_json else None
-    if desired is not None:
-        problems += desired.problems
-    if diff:
-        problems += [Problem.model_validate(p) for p in diff["problems"]]
-    if validated:
-        problems += ValidationReport.model_validate(validated["report"]).problems
-    plan = _get(config, validated["plan"], Plan) if validated else Plan()
-    results = [OpResult.model_validate(r) for r in sets_out.get("results", [])]
-    results += _get(config, asg_out.get("results") or [], OpResults).root
+def _run_facts(ctx: Any, config: SyncConfig, store: AuditStore) -> Any:
+    """Everything notify needs to decide, read from the run's XComs and task states and the store."""
+    from idc_sync.model import Skipped
+    from idc_sync.outcome import RunFacts
+
+    ti, params, dag_run = ctx["ti"], ctx["params"], ctx["dag_run"]
+    pull = ti.xcom_pull
+    desired_json, diff = pull(task_ids="extract_kintone"), pull(task_ids="compute_diff")
+    validated = pull(task_ids="validate_policies")
+    sets_out, asg_out = pull(task_ids="apply_permission_sets") or {}, pull(task_ids="apply_assignments") or {}
     task_ids = [t.task_id for t in ctx["dag"].tasks] if ctx.get("dag") is not None else list(TASK_ORDER)
     failed_tasks, first = _run_failures(ti, dag_run, task_ids)
-    cause = explain(*first) if first else None
-    withheld_items = asg_out.get("skipped", []) if asg_out.get("withheld") else []
-    withheld_keys = {str(s.get("key")) for s in withheld_items if isinstance(s, dict)}
-    if asg_out.get("withheld"):
-        problems.append(
-            Problem(
-                code="deletions_withheld",
-                severity="warning",
-                message=f"{len(withheld_items)} deletion(s) were withheld by the deletion guard: they wait for "
-                "a decision in the DAG idc_sync_approval (or were rejected there); nothing is deleted until it "
-                "is approved or a run is triggered with allow_mass_delete.",
-                params={"count": len(withheld_items)},
-            )
-        )
-    problems += _failure_problems(plan, results)
-    # SCIM health reaches admins through _scim_alert (once per change), not as a problem every run.
-    if first:  # the first failure first, with its error and what it means
-        failed_tasks = [first[0], *[t for t in failed_tasks if t != first[0]]]
-    for task_id in failed_tasks:
-        record = first[1] if first and first[0] == task_id else None
-        problems.append(
-            Problem(
-                code="task_failed",
-                message=cause if first and first[0] == task_id and cause else explain(task_id, record),
-                params={"task_id": task_id},
-            )
-        )
-
-    store = AuditStore(config.audit_path)
-    if not dry_run and results:
-        _remember_applied(store, plan, results)
-    summary = feedback.run_summary_text(
-        dag_run_id=dag_run.run_id,
+    report = ValidationReport.model_validate(validated["report"]) if validated else None
+    plan = _plan_to_apply(config, diff, validated) if diff else Plan()  # what apply was given
+    results = [OpResult.model_validate(r) for r in sets_out.get("results", [])]
+    results += _get(config, asg_out.get("results") or [], OpResults).root
+    dry_run = bool(params.get("dry_run"))
+    return RunFacts(
+        run_id=dag_run.run_id,
+        dry_run=dry_run,
+        full_scope=_scope(dict(params)).is_full,
+        desired=_get(config, desired_json, DesiredState) if desired_json else None,
+        diff_problems=[Problem.model_validate(p) for p in diff["problems"]] if diff else None,
+        validation_problems=report.problems if report is not None else None,
         plan=plan,
         results=results,
-        problems=problems,
-        dry_run=dry_run,
-        scim=scim,
-        withheld=len(withheld_items),
-        withheld_keys=withheld_keys,
-        cause=cause,
+        withheld=[Skipped.model_validate(s) for s in asg_out.get("skipped", [])]
+        if asg_out.get("withheld")
+        else [],
+        failed_tasks=failed_tasks,
+        first_failure=first[0] if first else None,
+        first_error=first[1] if first else None,
+        scim=pull(task_ids="scim_verdict") or pull(task_ids="scim_health"),
+        previous_feedback={} if dry_run else store.read_state(FEEDBACK_STATE),
+        last_attention=str(store.read_state(feedback.ATTENTION_STATE).get("fingerprint") or ""),
+        language=config.language,
+        app_ids={"permission_sets": config.permission_sets_app_id, "assignments": config.assignments_app_id},
+        run_url=_run_url(dag_run.dag_id, dag_run.run_id),
     )
-    comments_sent = 0
-    # Record comments only from runs that saw every record's whole problem set: a failed step or a scoped
-    # run (plan problems only inside the scope) would otherwise read as "resolved" (DESIGN rule 5).
-    if not dry_run and desired is not None and diff and validated and _scope(dict(params)).is_full:
-        comments_sent = _send_comments(
-            store, config, problems, desired, run_url=_run_url(dag_run.dag_id, dag_run.run_id)
-        )
-    elif not dry_run:
-        log.info("record comments skipped (a step failed or the run is scoped): the next full run says it")
-    scim_alert = None if dry_run else _scim_alert(store, scim, dag_run.run_id)
-    slack_sent: bool | None = False
-    failed = [r for r in results if r.status == "failed"]
-    changed = [r for r in results if r.status == "succeeded"]
-    admin = [p for p in problems if p.record is None]
-    drift = [op for op in plan.operations if op.reason.startswith("drift")] + [
-        s for s in plan.skipped if s.reason.startswith("drift")
-    ]
-    attention = feedback.attention_fingerprint(admin, [getattr(d, "key", "") for d in drift])
-    last_attention = str(store.read_state(feedback.ATTENTION_STATE).get("fingerprint") or "")
-    post = feedback.should_post_summary(
-        changed=bool(changed),
-        failed=bool(failed or run_failing(failed_tasks)),
-        attention=attention,
-        last_attention=last_attention,
-    )
+
+
+def _deliver_comments(store: AuditStore, config: SyncConfig, facts: Any, outcome: Any) -> int:
+    """Posts the outcome's record comments; the memory keeps what was said (a failed post is retried)."""
+    from idc_sync.outcome import feedback_state_after
+
+    if facts.dry_run:
+        return 0
+    if outcome.feedback_state is None:
+        log.info("record comments skipped (%s)", outcome.comments_withheld_because)
+        return 0
+    posted: set[str] = set()
+    if outcome.comments:
+        with KintoneHook(settings.KINTONE_CONN_ID, language=config.language).get_client() as client:
+            for comment in outcome.comments:
+                try:
+                    _post_comment(client, comment)
+                except Exception as exc:  # one unreachable record never stops the others
+                    log.error("could not comment on %s: %s", comment.record_key, exc)
+                    continue
+                posted.add(comment.record_key)
+    store.write_state(FEEDBACK_STATE, feedback_state_after(facts.previous_feedback, outcome, posted))
+    log.info("posted %d kintone comment(s)", len(posted))
+    return len(posted)
+
+
+def _deliver_slack(store: AuditStore, facts: Any, outcome: Any) -> bool:
+    """The run's Slack message through the outbox (kept and sent late by a later run if Slack fails)."""
+    admin = [p for p in outcome.problems if p.record is None]
     log.info(
-        "Slack: %s (changed %d, failed %d, attention %s, needs an admin: %s)",
-        "posting the summary" if post else "nothing new to say",
-        len(changed),
-        len(failed),
-        attention or "none",
+        "Slack: %s (attention %s, needs an admin: %s)",
+        "posting the summary" if outcome.post_slack else "nothing new to say",
+        outcome.attention or "none",
         "; ".join(sorted({f"{p.code}: {p.message}" for p in admin})) or "nothing",
     )
-    if not dry_run and attention != last_attention:
-        store.write_state(feedback.ATTENTION_STATE, {"fingerprint": attention})
-    if not dry_run and post:
-        slack_sent = _send_slack(
-            summary,
-            results,
-            problems,
-            plan,
-            dag_run.run_id,
-            withheld=len(withheld_items),
-            withheld_keys=withheld_keys,
-        )
-    elif not dry_run:
-        deliver_slack(None, kind="summary", run_id=dag_run.run_id, store=store)  # late ones still go out
-    outcome = feedback.outcome_counts(
-        results, plan, withheld=len(withheld_items), withheld_keys=withheld_keys
-    )
-    artifact = {
-        "run_id": dag_run.run_id,
-        "try_number": ti.try_number,
-        "params": dict(params),
-        "summary": summary,
-        "outcome": outcome,
+    if facts.dry_run:
+        return False
+    if outcome.attention != facts.last_attention:
+        store.write_state(feedback.ATTENTION_STATE, {"fingerprint": outcome.attention})
+    if outcome.slack is None:
+        deliver_slack(None, kind="summary", run_id=facts.run_id, store=store)  # late ones still go out
+        return False
+    return bool(deliver_slack(outcome.slack, kind="summary", run_id=facts.run_id))
+
+
+def _audit_artifact(
+    ctx: Any, facts: Any, outcome: Any, *, comments_sent: int, slack_sent: bool
+) -> dict[str, Any]:
+    desired = facts.desired
+    return {
+        "run_id": facts.run_id,
+        "try_number": ctx["ti"].try_number,
+        "params": dict(ctx["params"]),
+        "summary": outcome.summary,
+        "outcome": outcome.counts,
         "failure": (
             {
-                "task_id": first[0],
-                "error": first[1].model_dump(mode="json") if first[1] else None,
-                "text": cause,
+                "task_id": facts.first_failure,
+                "error": facts.first_error.model_dump(mode="json") if facts.first_error else None,
+                "text": outcome.cause,
             }
-            if first
+            if facts.first_failure
             else None
         ),
-        "failed_tasks": failed_tasks,
-        "scim": scim,
+        "failed_tasks": outcome.failed_tasks,
+        "scim": facts.scim,
         "desired": {
             "records_read": desired.records_read if desired else {},
             "permission_sets": len(desired.permission_sets) if desired else 0,
             "assignments": len(desired.assignments) if desired else 0,
         },
-        "plan": plan.model_dump(mode="json"),
-        "results": [r.model_dump(mode="json") for r in results],
-        "problems": [p.model_dump(mode="json") for p in problems],
+        "plan": facts.plan.model_dump(mode="json"),
+        "results": [r.model_dump(mode="json") for r in facts.results],
+        "problems": [p.model_dump(mode="json") for p in outcome.problems],
         "comments_sent": comments_sent,
-        "slack_sent": bool(slack_sent),
-        "scim_alert": scim_alert,
-        "adopted": (ti.xcom_pull(task_ids="observe_idc", key=OBSERVE_SUMMARY_XCOM) or {}).get("adopted", []),
-        "deletions_withheld": withheld_items,
+        "slack_sent": slack_sent,
+        "adopted": (ctx["ti"].xcom_pull(task_ids="observe_idc", key=OBSERVE_SUMMARY_XCOM) or {}).get(
+            "adopted", []
+        ),
+        "deletions_withheld": [s.model_dump(mode="json") for s in facts.withheld],
     }
-    location = store.write_run(dag_run.run_id, artifact, try_number=ti.try_number)
-    log.info("%s", summary)
-    log.info("audit artifact: %s", location)
-    _prune_refs(store)
-    _set_note(dag_run.dag_id, dag_run.run_id, summary)
-    if failed or run_failing(failed_tasks):
-        raise RuntimeError(
-            (f"{cause} " if cause else "")
-            + f"{len(failed)} operation(s) failed"
-            + (f" and task(s) {', '.join(failed_tasks)} failed" if failed_tasks else "")
-            + "; the next run retries what is still needed. Failures: "
-            + "; ".join(f"{r.key}: {r.message}" for r in failed[:20])
-        )
-    return {"summary": summary, "audit": location, "comments": comments_sent, "slack": bool(slack_sent)}
 
 
 def _run_url(dag_id: str, run_id: str) -> str:
@@ -956,66 +973,6 @@ def _run_url(dag_id: str, run_id: str) -> str:
 
     base_url = conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
     return f"{base_url.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe=':+')}"
-
-
-def _failure_problems(plan: Plan, results: list[OpResult]) -> list[Problem]:
-    ops = {op.key: op for op in plan.operations}
-    out = []
-    for r in results:
-        if r.status != "failed":
-            continue
-        op = ops.get(r.key)
-        for ref in (op.records if op else [])[:1]:
-            out.append(
-                Problem(
-                    code="apply_failed",
-                    message=f"{r.kind.value.replace('_', ' ')} failed: {r.message}",
-                    record=ref,
-                    params={"operation": r.kind.value, "key": r.key, "error": r.message[:500]},
-                )
-            )
-    return out
-
-
-def _send_comments(
-    store: AuditStore,
-    config: SyncConfig,
-    problems: list[Problem],
-    desired: DesiredState,
-    *,
-    run_url: str | None = None,
-) -> int:
-    previous = store.read_state(FEEDBACK_STATE)
-    refs = {ref.key: ref for ref in _live_records(desired)}
-    app_ids = {"permission_sets": config.permission_sets_app_id, "assignments": config.assignments_app_id}
-    # A check that could not run (Access Analyzer / IAM down) must not read as "resolved".
-    unchecked = {"access_analyzer_unavailable", "managed_policy_check_unavailable"}
-    fb = feedback.plan_feedback(
-        problems,
-        previous,
-        language=config.language,
-        live_records=set(refs),
-        app_ids=app_ids,
-        refs=refs,
-        complete=not any(p.code in unchecked for p in problems),
-        run_url=run_url,
-    )
-    sent = 0
-    state = dict(previous)
-    with KintoneHook(settings.KINTONE_CONN_ID, language=config.language).get_client() as client:
-        for comment in fb.comments:
-            try:
-                _post_comment(client, comment)
-            except Exception as exc:  # one unreachable record never stops the others
-                log.error("could not comment on %s: %s", comment.record_key, exc)
-                continue
-            state[comment.record_key] = comment.fingerprint
-            sent += 1
-    # forget records that no longer have problems nor a pending "resolved" message
-    state = {k: v for k, v in state.items() if k in fb.state}
-    store.write_state(FEEDBACK_STATE, state)
-    log.info("posted %d kintone comment(s)", sent)
-    return sent
 
 
 def _post_comment(client: Any, comment: feedback.Comment) -> None:
@@ -1037,35 +994,6 @@ def _post_comment(client: Any, comment: feedback.Comment) -> None:
                 ", ".join(m["code"] for m in unknown),
             )
             mentions = [m for m in mentions if m not in unknown]
-
-
-def _live_records(desired: DesiredState) -> list[Any]:
-    refs = [ps.record for ps in desired.permission_sets.values() if ps.record]
-    refs += [a.record for a in desired.assignments]
-    refs += [p.record for p in desired.problems if p.record]
-    return refs
-
-
-def _send_slack(
-    summary: str,
-    results: list[OpResult],
-    problems: list[Problem],
-    plan: Plan,
-    run_id: str,
-    *,
-    withheld: int = 0,
-    withheld_keys: set[str] | None = None,
-) -> bool | None:
-    """The run's Slack message, through the outbox: kept and sent late by a later run if Slack fails."""
-    payload = feedback.slack_message(
-        summary,
-        results=results,
-        problems=problems,
-        plan=plan,
-        withheld=withheld,
-        withheld_keys=withheld_keys or set(),
-    )
-    return deliver_slack(payload, kind="summary", run_id=run_id)
 
 
 def _scim_alert(store: AuditStore, scim: dict[str, Any] | None, run_id: str) -> str | None:

@@ -196,13 +196,18 @@ def _accounts_below(sb: Sandbox, ou: str) -> list[str]:
     return out
 
 
+def _member_accounts(sb: Sandbox) -> list[str]:
+    """The ACTIVE accounts other than the management account, sorted."""
+    org = sb.world.organization
+    return sorted(
+        a.id for a in org.accounts.values() if a.state == "ACTIVE" and a.id != org.management_account_id
+    )
+
+
 def _free_pair(sb: Sandbox, rng: random.Random, managed: list[str]) -> tuple[str, str, str]:
     """(account, permission set name, user name) of a USER assignment neither IdC nor kintone has."""
     ic = _ic(sb)
-    org = sb.world.organization
-    active = sorted(
-        a.id for a in org.accounts.values() if a.state == "ACTIVE" and a.id != org.management_account_id
-    )
+    active = _member_accounts(sb)
     users = sorted(sb.world.identity_store.users.values(), key=lambda u: u.user_name)
     names = {arn: ps.name for arn, ps in ic.permission_sets.items()}
     while True:
@@ -211,26 +216,30 @@ def _free_pair(sb: Sandbox, rng: random.Random, managed: list[str]) -> tuple[str
             return acct, names[arn], user.user_name
 
 
+def _add_user_record(sb: Sandbox, acct: str, ps_name: str, user: str, reason: str) -> tuple[int, list[str]]:
+    """A kintone assignment record of one user on one account; its id and the IdC assignment it asks for."""
+    rid = kintone_api.add_record(
+        sb,
+        ASG_APP,
+        {
+            "principal_type": "USER",
+            "users": [user],
+            "targets": acct,
+            "permission_set": ps_name,
+            "reason": reason,
+        },
+        user_code=user,
+    )
+    return rid, [acct, _ps_arn(sb, ps_name), "USER", _user_id(sb, user)]
+
+
 def add_assignment_record(sb: Sandbox, seed: int = 7) -> dict[str, Any]:
     """One new kintone assignment record (one user, one account) that IdC does not have yet."""
     rng = random.Random(seed)
     with sb.lock:
         managed = sorted(_managed_arns(sb))
-        acct, ps_name, user = _free_pair(sb, rng, managed)
-        rid = kintone_api.add_record(
-            sb,
-            ASG_APP,
-            {
-                "principal_type": "USER",
-                "users": [user],
-                "targets": acct,
-                "permission_set": ps_name,
-                "reason": "bench: new request",
-            },
-            user_code=user,
-        )
-        expected = [[acct, _ps_arn(sb, ps_name), "USER", _user_id(sb, user)]]
-    return {"record": rid, "present": expected, "absent": []}
+        rid, expected = _add_user_record(sb, *_free_pair(sb, rng, managed), reason="bench: new request")
+    return {"record": rid, "present": [expected], "absent": []}
 
 
 def churn(sb: Sandbox, ratio: float = 0.01, seed: int = 11) -> dict[str, Any]:
@@ -267,12 +276,7 @@ def churn(sb: Sandbox, ratio: float = 0.01, seed: int = 11) -> dict[str, Any]:
             uid = _user_id(sb, user)
             accounts = [t.strip() for t in rec["targets"]["value"].splitlines() if t.strip()]
             # replace the first target account by one this (ps, user) does not have yet
-            org = sb.world.organization
-            active = sorted(
-                a.id
-                for a in org.accounts.values()
-                if a.state == "ACTIVE" and a.id != org.management_account_id
-            )
+            active = _member_accounts(sb)
             for _ in range(100):
                 new_acct = rng.choice(active)
                 if (
@@ -293,19 +297,7 @@ def churn(sb: Sandbox, ratio: float = 0.01, seed: int = 11) -> dict[str, Any]:
                 if (acct, ps_name, user) not in claimed:
                     break
             claimed.add((acct, ps_name, user))
-            kintone_api.add_record(
-                sb,
-                ASG_APP,
-                {
-                    "principal_type": "USER",
-                    "users": [user],
-                    "targets": acct,
-                    "permission_set": ps_name,
-                    "reason": "bench: churn",
-                },
-                user_code=user,
-            )
-            present.append([acct, _ps_arn(sb, ps_name), "USER", _user_id(sb, user)])
+            present.append(_add_user_record(sb, acct, ps_name, user, reason="bench: churn")[1])
     # an assignment another record still wants is not expected to go
     wanted = {tuple(x) for rec in app.records.values() for x in _safe_record_assignments(sb, rec)}
     absent = [a for a in absent if tuple(a) not in wanted]

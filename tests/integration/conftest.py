@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from demo_grants import Grant, granted
 
 from idc_sandbox.connections import airflow_connection_env
 from idc_sandbox.core import Sandbox, SandboxConfig, SystemClock
@@ -63,24 +64,9 @@ class SyncHarness:
         return self.dag.test(run_conf={**defaults, **conf})
 
     # ------------------------------------------------------------------ observations
-    def assignments(self) -> set[tuple[str, str, str, str]]:
+    def assignments(self) -> set[Grant]:
         """(account, permission set name, principal type, principal name) in the sandbox's IdC."""
-        w = self.sandbox.world
-        names = {arn: ps.name for arn, ps in w.identity_center.permission_sets.items()}
-        users = {u.user_id: u.user_name for u in w.identity_store.users.values()}
-        groups = {g.group_id: g.display_name for g in w.identity_store.groups.values()}
-        out = set()
-        for a in w.identity_center.assignments:
-            who = users.get(a.principal_id) if a.principal_type == "USER" else groups.get(a.principal_id)
-            out.add(
-                (
-                    a.account_id,
-                    names.get(a.permission_set_arn, a.permission_set_arn),
-                    a.principal_type,
-                    who or "?",
-                )
-            )
-        return out
+        return granted(self.sandbox)
 
     def permission_set(self, name: str) -> Any:
         for ps in self.sandbox.world.identity_center.permission_sets.values():

@@ -4,6 +4,7 @@ and an interrupted apply that converges on the next run."""
 from __future__ import annotations
 
 import pytest
+from demo_grants import BY_RECORD, LEGACY, SEEDED, WANTED, WORKLOADS, grants
 
 from idc_sandbox import kintone as kintone_sandbox
 from idc_sandbox.core import FaultRule
@@ -21,11 +22,11 @@ def test_first_sync_from_empty_creates_everything_and_reports(harness):
     after = harness.assignments()
 
     assert _state(run) == "success"
-    created = after - before
-    assert len(created) >= 20, created
-    # nothing lost: the managed LegacyDeveloper no record wants still has an assignment, and deleting a set
-    # with assignments waits for a human (DESIGN safety rule 3); unmanaged sets are untouched
-    assert before - after == set()
+    assert before == SEEDED
+    # exactly what the records ask for, and nothing lost: the managed LegacyDeveloper no record wants keeps
+    # its assignment (deleting a set with assignments waits for a human, DESIGN safety rule 3); unmanaged
+    # sets are untouched
+    assert after == SEEDED | WANTED, (after - SEEDED - WANTED, (SEEDED | WANTED) - after)
     assert harness.permission_set("LegacyDeveloper") is not None
     assert any("LegacyDeveloper" in w["key"] for w in harness.last_audit()["deletions_withheld"])
     assert harness.permission_set("AWSAdministratorAccess") is not None
@@ -100,16 +101,12 @@ def test_record_added_edited_and_deleted_reach_idc(harness):
     after = harness.assignments()
 
     assert _state(run) == "success", new_id
-    assert ("444444444444", "Developer", "USER", "frank@example.com") in after - before
-    removed = before - after
-    assert ("888888888888", "BillingViewer", "USER", "mallory@example.com") in removed
-    assert {a for a in removed if a[1] == "SecurityAudit"} and (
-        "101010101010",
-        "SecurityAudit",
-        "GROUP",
-        "auditors",
-    ) in after
-    assert not [a for a in after if a[1] == "BillingViewer" and a[0] == "888888888888"]
+    assert before == (SEEDED - {LEGACY}) | WANTED
+    added = {("444444444444", "Developer", "USER", "frank@example.com")}
+    # the auditors keep SecurityAudit on 101010101010 only; the billing viewers' record takes its three
+    removed = grants("SecurityAudit", "GROUP", ("auditors",), WORKLOADS[:-1]) | BY_RECORD[17]
+    assert len(removed) == 7
+    assert (after - before, before - after) == (added, removed)
     assert len(harness.slack()) == 2  # one per run that changed something
 
 
@@ -128,7 +125,7 @@ def test_policy_change_updates_and_reprovisions_every_account(harness):
     assert "arn:aws:iam::aws:policy/job-function/ViewOnlyAccess" in ps.managed_policies
     ic = harness.sandbox.world.identity_center
     accounts = {a.account_id for a in ic.assignments if a.permission_set_arn == ps.arn}
-    assert accounts
+    assert accounts == {account for account, name, *_ in SEEDED | WANTED if name == "ReadOnly"}
     for account in accounts:
         assert ic.provisioned[(account, ps.arn)] == ps.version, account
     ops = {op["kind"] for op in harness.last_audit()["plan"]["operations"]}
@@ -144,12 +141,13 @@ def test_interrupted_apply_fails_the_run_and_the_next_run_converges(harness):
     audit = harness.last_audit()
     assert [r for r in audit["results"] if r["status"] == "failed"]
     partial = harness.assignments()
+    assert SEEDED <= partial < SEEDED | WANTED  # some of what the records ask for is missing, nothing else
 
     harness.sandbox.faults.clear()
     run = harness.run()
     assert _state(run) == "success"
     final = harness.assignments()
-    assert len(final) > len(partial)
+    assert final == SEEDED | WANTED, (final - SEEDED - WANTED, (SEEDED | WANTED) - final)
     # converged: a third run has nothing to do
     harness.sandbox.calls.clear()
     assert _state(harness.run()) == "success"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from bad_records import ASG, GOOD, PS
+from demo_grants import SEEDED, WANTED
 
 from idc_sandbox import kintone as kintone_sandbox
 from idc_sync.validation import MAX_FINDINGS_PER_RECORD
@@ -97,14 +98,10 @@ def test_hostile_records_get_a_comment_each_and_the_good_records_sync(harness: A
     run = harness.run()
     assert _state(run) == "success"
 
-    # the good records are synced in the same run
-    assigned = harness.assignments()
-    for synced in GOOD[1]["synced"]:
-        assert synced in assigned
-    # the hostile permission sets are neither created nor assigned; the full-width id is no account
+    # the good records are synced in the same run, and nothing else: the hostile permission sets are
+    # neither created nor assigned, the full-width id is no account
+    assert harness.assignments() == SEEDED | WANTED | set(GOOD[1]["synced"])
     assert harness.permission_set("HostileDeep") is None and harness.permission_set("HostileHuge") is None
-    assert not [a for a in assigned if a[1] in ("HostileDeep", "HostileHuge")]
-    assert not [a for a in assigned if a[0] == FULLWIDTH_ACCOUNT]
 
     ps_app, asg_app = harness.app_id(PS), harness.app_id(ASG)
     by_record: dict[tuple[int, int], list[str]] = {}
@@ -129,7 +126,12 @@ def test_hostile_records_get_a_comment_each_and_the_good_records_sync(harness: A
         p for p in report["problems"] if p["params"].get("permission_set") in ("HostileDeep", "HostileHuge")
     ]
     assert len(hostile) == 1 + MAX_FINDINGS_PER_RECORD + 1
-    assert set(report["blocked"]) >= {"HostileDeep", "HostileHuge"}
+    assert set(report["blocked"]) == {
+        "HostileDeep",
+        "HostileHuge",
+        "DataAnalyst",
+        "NetworkAdmin",
+    }  # + the seed's
 
     # the next run says nothing new: the capped problems are stable, so no comment repeats
     before = len(harness.comments())

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import pytest
+from demo_grants import LEGACY, SEEDED, WANTED
 
 from idc_sandbox import kintone as kintone_sandbox
 from idc_sandbox.core import FaultRule
@@ -127,7 +128,12 @@ def test_retried_apply_reports_already_in_place_not_succeeded(harness: Any, monk
     assert crashed and _state(run) == "success"
     audit = harness.last_audit()
     asg = [r for r in audit["results"] if r["kind"] in ("create_assignment", "delete_assignment")]
-    assert asg and all(r["status"] == "already_in_place" for r in asg), [r["status"] for r in asg]
-    assert audit["outcome"]["already_in_place"] >= len(asg)
+    assert all(r["status"] == "already_in_place" for r in asg), [r["status"] for r in asg]
+    # every assignment the records ask for was created, and the LegacyDeveloper one deleted
+    assert harness.assignments() == (SEEDED - {LEGACY}) | WANTED
+    assert len(asg) == len(WANTED - SEEDED) + 1
+    assert audit["outcome"]["already_in_place"] == sum(
+        r["status"] == "already_in_place" for r in audit["results"]
+    )
     assert f"already in place {audit['outcome']['already_in_place']}" in audit["summary"]
     assert audit["outcome"]["applied"] == sum(r["status"] == "succeeded" for r in audit["results"])

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import boto3
 import pytest
 from botocore.config import Config
+from demo_grants import LEGACY, SEEDED, WANTED
 
 from idc_sandbox import kintone as kintone_sandbox
 from idc_sandbox.core import FaultRule
@@ -117,7 +118,7 @@ def _thirty_unwanted_assignments(harness: Any) -> set[tuple[str, str, str, str]]
             )
             made.add((account, "LegacyDeveloper", "USER", user))
             _wait_settled(sso, instance)  # one operation at a time per account, like IdC wants
-    assert made <= harness.assignments()
+    assert harness.assignments() == SEEDED | made
     return made
 
 
@@ -330,13 +331,12 @@ def _assert_creations_applied_deletions_withheld(harness: Any, run: Any, unwante
     states = _task_states(run)
     assert states["deletion_guard"] == "success" and states["apply_assignments"] == "success", states
     assert states["notify"] == "success", states
-    after = harness.assignments()
-    assert unwanted <= after  # nothing deleted
+    # creations went ahead without waiting for anyone; nothing deleted
+    assert harness.assignments() == SEEDED | WANTED | unwanted
     assert harness.permission_set("LegacyDeveloper") is not None
     assert not harness.sandbox.calls.calls("sso-admin", "DeleteAccountAssignment")
     assert not harness.sandbox.calls.calls("sso-admin", "DeletePermissionSet")
-    # creations and updates went ahead without waiting for anyone
-    assert ("444444444444", "ReadOnly", "USER", "bob@example.com") in after
+    # updates too
     assert harness.permission_set("Developer") is not None
     assert harness.permission_set("ReadOnly").session_duration == "PT4H"
     audit = harness.last_audit()
@@ -373,7 +373,7 @@ def test_mass_deletion_never_blocks_the_sync_and_is_asked_about_once(harness, re
     assert _task_states(run2)["request_approval"] == "skipped"
     assert len(_approval_runs()) == 1
     assert len([m for m in harness.slack() if "required_actions" in _slack_text(m)]) == 1
-    assert unwanted <= harness.assignments()
+    assert harness.assignments() == SEEDED | WANTED | unwanted
     # (run 2 may still speak: with the plan memory it now labels the unwanted assignments as drift.)
     # Nothing changes and the same deletions still wait: Slack stays quiet, no summary every ten minutes.
     posted = len(harness.slack())
@@ -382,7 +382,7 @@ def test_mass_deletion_never_blocks_the_sync_and_is_asked_about_once(harness, re
 
 
 def test_approved_deletions_are_applied_by_the_next_run_on_fresh_reads(harness, rest_api):
-    unwanted = _thirty_unwanted_assignments(harness)
+    _thirty_unwanted_assignments(harness)
     assert _state(harness.run()) == "success"
     answered = _answer(harness, "Approve")
 
@@ -400,10 +400,8 @@ def test_approved_deletions_are_applied_by_the_next_run_on_fresh_reads(harness, 
     # The run that follows re-reads everything: it deletes the granted set, nothing else.
     run = harness.run()
     assert _state(run) == "success"
-    after = harness.assignments()
-    assert not unwanted & after
+    assert harness.assignments() == (SEEDED - {LEGACY}) | WANTED
     assert harness.permission_set("LegacyDeveloper") is None
-    assert ("444444444444", "ReadOnly", "USER", "bob@example.com") in after
 
 
 def test_an_approved_deletion_kintone_wants_again_is_not_deleted(harness, rest_api):
@@ -435,8 +433,8 @@ def test_an_approved_deletion_kintone_wants_again_is_not_deleted(harness, rest_a
     run = harness.run()
 
     assert _state(run) == "success"
-    after = harness.assignments()
-    assert ("444444444444", "LegacyDeveloper", "USER", "carol@example.com") in after
+    wanted_again = ("444444444444", "LegacyDeveloper", "USER", "carol@example.com")
+    assert harness.assignments() == (SEEDED - {LEGACY}) | WANTED | {wanted_again}
     assert harness.permission_set("LegacyDeveloper") is not None
 
 
@@ -456,7 +454,7 @@ def test_rejected_deletions_stay_and_are_not_asked_again(harness, rest_api):
     assert _state(run2) == "success"
     assert _task_states(run2)["request_approval"] == "skipped"  # remembered: not asked again
     assert len(_approval_runs()) == 1
-    assert unwanted <= harness.assignments()
+    assert harness.assignments() == SEEDED | WANTED | unwanted
     assert "rejected by" in str(harness.last_audit()["deletions_withheld"])
 
 
@@ -476,7 +474,7 @@ def test_unanswered_approval_times_out_to_reject(harness, rest_api, monkeypatch)
     decision = _decisions(harness)[answered.conf["fingerprint"]]
     assert decision["answer"] == "reject" and decision["timed_out"] is True
     assert any("default, Reject" in _slack_text(m) for m in harness.slack())
-    assert unwanted <= harness.assignments()
+    assert harness.assignments() == SEEDED | WANTED | unwanted
     assert not harness.sandbox.calls.calls("sso-admin", "DeleteAccountAssignment")
 
 
@@ -512,13 +510,12 @@ def test_a_deletion_is_confirmed_against_the_current_kintone_records(harness, mo
     from idc_sync_airflow import steps
 
     assert _state(harness.run(allow_mass_delete=True)) == "success"  # converge first
-    carol = ("888888888888", "Developer", "USER", "carol@example.com")
-    assert carol in harness.assignments()
+    assert harness.assignments() == (SEEDED - {LEGACY}) | WANTED  # carol's Developer on 888888888888 too
     kintone_sandbox.delete_record(harness.sandbox, 2, 3)
     original = steps.apply_permission_sets
 
-    def meanwhile(validated: Any, diff: Any) -> Any:
-        planned = [op.key for op in steps.plan_of(validated).operations]
+    def meanwhile(diff: Any, *rest: Any) -> Any:
+        planned = [op.key for op in steps.plan_of(diff).operations]
         assert any(k.startswith("delete_assignment:888888888888:Developer:USER:") for k in planned), planned
         kintone_sandbox.add_record(  # carol's lead saves the record again
             harness.sandbox,
@@ -531,25 +528,25 @@ def test_a_deletion_is_confirmed_against_the_current_kintone_records(harness, mo
             },
             user_code="carol@example.com",
         )
-        return original(validated, diff)
+        return original(diff, *rest)
 
     monkeypatch.setattr(steps, "apply_permission_sets", meanwhile)
     harness.sandbox.calls.clear()
     run = harness.run()
 
     assert _state(run) == "success"
-    assert carol in harness.assignments()
+    assert harness.assignments() == (SEEDED - {LEGACY}) | WANTED  # carol's included
     assert not harness.sandbox.calls.calls("sso-admin", "DeleteAccountAssignment")
 
 
 def test_allow_mass_delete_skips_the_question(harness):
-    unwanted = _thirty_unwanted_assignments(harness)
+    _thirty_unwanted_assignments(harness)
     run = harness.run(allow_mass_delete=True)
 
     assert _state(run) == "success"
     assert _task_states(run)["request_approval"] == "skipped"
     assert not _approval_runs()
-    assert not unwanted & harness.assignments()
+    assert harness.assignments() == (SEEDED - {LEGACY}) | WANTED
     assert harness.permission_set("LegacyDeveloper") is None
 
 
@@ -573,7 +570,8 @@ def test_a_failed_scim_check_never_stops_the_run(harness, monkeypatch):
     # advisory: the run succeeds (notify is the only leaf), the failure is still reported
     assert states["apply_assignments"] == "success" and states["notify"] == "success", states
     assert run.state == "success", run.state
-    assert harness.assignments() - before, "nothing was applied"
+    assert before == SEEDED
+    assert harness.assignments() == SEEDED | WANTED
     audit = harness.last_audit()
     assert audit["scim"]["status"] == "unknown", audit["scim"]
     assert "scim_health" in audit["summary"] and "the run went on" in audit["summary"], audit["summary"]
@@ -933,7 +931,9 @@ def test_renamed_permission_set_record_moves_its_access_without_a_gap(harness):
 
     assert _state(harness.run(allow_mass_delete=True)) == "success"  # the seed's LegacyDeveloper goes
     had = _access(harness, {"Developer"})
-    assert len(had) >= 4, had  # the developers group on its OU's accounts + carol
+    # the developers group on its OU's accounts + carol (taro waits for SCIM)
+    assert had == {(account, t, p) for account, ps, t, p in WANTED if ps == "Developer"}
+    assert len(had) == 4
     rid = _ps_record_id(harness, "Developer")
     stale = _assignment_records_naming(harness, "Developer")
     kintone_sandbox.update_record(

@@ -31,15 +31,17 @@ from idc_sync.apply import (
 )
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
+    AssignmentOp,
     CustomerPolicyRef,
     ObservedState,
-    Operation,
     OpKind,
     OrgSnapshot,
     PermissionsBoundary,
+    PermissionSetOp,
     PermissionSetSpec,
     PermissionSetState,
     Plan,
+    ProvisionOp,
     RecordRef,
 )
 
@@ -456,9 +458,9 @@ def observed(fake: FakeSso | None = None, **kw: Any) -> ObservedState:
 
 def asg(
     kind: OpKind, account: str, ps: str = "Dev", arn: str | None = None, user: str = "alice"
-) -> Operation:
+) -> AssignmentOp:
     verb = "create" if kind == OpKind.CREATE_ASSIGNMENT else "delete"
-    return Operation(
+    return AssignmentOp(
         key=f"{verb}:{account}:{ps}:USER:{user}",
         kind=kind,
         permission_set_name=ps,
@@ -724,7 +726,7 @@ def test_assignment_concurrency_config_respected(fake: FakeSso, opts: ApplyOptio
 def test_provisioning_concurrency_bounds(fake: FakeSso, opts: ApplyOptions) -> None:
     arns = {f"PS{i}": fake.seed_ps(f"PS{i}") for i in range(4)}
     ops = [
-        Operation(
+        ProvisionOp(
             key=f"provision:{name}:{acc}",
             kind=OpKind.PROVISION_PERMISSION_SET,
             permission_set_name=name,
@@ -752,7 +754,7 @@ def test_management_account_refused_locally(fake: FakeSso, opts: ApplyOptions) -
         asg(OpKind.DELETE_ASSIGNMENT, MGMT, arn=arn),
         asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn),
     ]
-    prov = Operation(
+    prov = ProvisionOp(
         key="provision:Dev:mgmt",
         kind=OpKind.PROVISION_PERMISSION_SET,
         permission_set_name="Dev",
@@ -775,7 +777,7 @@ def test_unmanaged_permission_set_is_read_only(fake: FakeSso, opts: ApplyOptions
     arn = fake.seed_ps("ControlTower", managed=False)
     spec = PermissionSetSpec(name="ControlTower", managed_policies=[ADMIN])
     ops = [
-        Operation(
+        PermissionSetOp(
             key="update:ControlTower",
             kind=OpKind.UPDATE_PERMISSION_SET,
             permission_set_name="ControlTower",
@@ -789,7 +791,7 @@ def test_unmanaged_permission_set_is_read_only(fake: FakeSso, opts: ApplyOptions
     assert results[0].status == "failed" and "not managed by idc-sync" in results[0].message
     asg_ops = [asg(OpKind.DELETE_ASSIGNMENT, "200000000001", ps="ControlTower", arn=arn)]
     del_ops = [
-        Operation(
+        PermissionSetOp(
             key="delete:ControlTower",
             kind=OpKind.DELETE_PERMISSION_SET,
             permission_set_name="ControlTower",
@@ -819,7 +821,7 @@ def test_permission_set_provisioned_to_management_is_refused(fake: FakeSso, opts
     obs = observed(fake, provisioned={"Dev": [MGMT, "200000000001"]})
     spec = PermissionSetSpec(name="Dev", session_duration="PT4H")
     ops = [
-        Operation(
+        PermissionSetOp(
             key="update:Dev",
             kind=OpKind.UPDATE_PERMISSION_SET,
             permission_set_name="Dev",
@@ -846,7 +848,7 @@ def test_create_permission_set_full_definition(fake: FakeSso, opts: ApplyOptions
     )
     plan = Plan(
         operations=[
-            Operation(
+            PermissionSetOp(
                 key="create:Dev", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="Dev", spec=spec
             )
         ]
@@ -872,7 +874,7 @@ def test_create_permission_set_rerun_adopts_tagged_duplicate(fake: FakeSso, opts
     spec = PermissionSetSpec(name="Dev", managed_policies=[RO, VIEW])
     plan = Plan(
         operations=[
-            Operation(
+            PermissionSetOp(
                 key="create:Dev", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="Dev", spec=spec
             )
         ]
@@ -891,7 +893,7 @@ def test_create_permission_set_duplicate_not_owned_fails(fake: FakeSso, opts: Ap
     spec = PermissionSetSpec(name="Dev", managed_policies=[RO])
     plan = Plan(
         operations=[
-            Operation(
+            PermissionSetOp(
                 key="create:Dev", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="Dev", spec=spec
             )
         ]
@@ -908,7 +910,7 @@ def test_create_permission_set_transient_conflict_retried(fake: FakeSso, opts: A
     spec = PermissionSetSpec(name="Dev")
     plan = Plan(
         operations=[
-            Operation(
+            PermissionSetOp(
                 key="create:Dev", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="Dev", spec=spec
             )
         ]
@@ -925,7 +927,7 @@ def test_attach_conflict_when_already_attached_counts_as_done(fake: FakeSso, opt
     spec = PermissionSetSpec(name="Dev", managed_policies=[RO])
     plan = Plan(
         operations=[
-            Operation(
+            PermissionSetOp(
                 key="update:Dev",
                 kind=OpKind.UPDATE_PERMISSION_SET,
                 permission_set_name="Dev",
@@ -962,7 +964,7 @@ def test_update_computes_the_diff(fake: FakeSso, opts: ApplyOptions) -> None:
     obs.permission_sets["Dev"].permissions_boundary = PermissionsBoundary(managed_policy_arn=RO)
     plan = Plan(
         operations=[
-            Operation(
+            PermissionSetOp(
                 key="update:Dev",
                 kind=OpKind.UPDATE_PERMISSION_SET,
                 permission_set_name="Dev",
@@ -996,7 +998,7 @@ def test_update_same_inline_policy_reformatted_is_not_rewritten(fake: FakeSso, o
     )
     plan = Plan(
         operations=[
-            Operation(
+            PermissionSetOp(
                 key="update:Dev",
                 kind=OpKind.UPDATE_PERMISSION_SET,
                 permission_set_name="Dev",
@@ -1059,8 +1061,10 @@ def test_assignments_of_a_failed_create_are_skipped(fake: FakeSso, opts: ApplyOp
     fake.always["CreatePermissionSet"] = "ServiceQuotaExceededException"
     spec = PermissionSetSpec(name="New")
     ops = [
-        Operation(key="create:New", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="New", spec=spec),
-        Operation(key="provision:New:all", kind=OpKind.PROVISION_PERMISSION_SET, permission_set_name="New"),
+        PermissionSetOp(
+            key="create:New", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="New", spec=spec
+        ),
+        ProvisionOp(key="provision:New:all", kind=OpKind.PROVISION_PERMISSION_SET, permission_set_name="New"),
         asg(OpKind.CREATE_ASSIGNMENT, "200000000001", ps="New"),
     ]
     plan = Plan(operations=ops)
@@ -1077,7 +1081,9 @@ def test_assignments_of_a_failed_create_are_skipped(fake: FakeSso, opts: ApplyOp
 def test_created_permission_set_arn_reaches_assignments(fake: FakeSso, opts: ApplyOptions) -> None:
     spec = PermissionSetSpec(name="New", managed_policies=[RO])
     ops = [
-        Operation(key="create:New", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="New", spec=spec),
+        PermissionSetOp(
+            key="create:New", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="New", spec=spec
+        ),
         asg(OpKind.CREATE_ASSIGNMENT, "200000000001", ps="New"),
     ]
     plan = Plan(operations=ops)
@@ -1095,7 +1101,7 @@ def test_permission_set_deleted_after_its_assignments(fake: FakeSso, opts: Apply
     for a in accounts(3):
         fake.assignments.add((a, arn, "USER", "u-alice"))
     ops = [
-        Operation(
+        PermissionSetOp(
             key="delete:Old",
             kind=OpKind.DELETE_PERMISSION_SET,
             permission_set_name="Old",
@@ -1124,7 +1130,7 @@ def test_permission_set_deletion_skipped_when_assignment_deletion_failed(
     fake.fail_accounts["200000000001"] = "Received a 403 status error"
     ops = [asg(OpKind.DELETE_ASSIGNMENT, a, ps="Old", arn=arn) for a in accounts(2)]
     ops.append(
-        Operation(
+        PermissionSetOp(
             key="delete:Old",
             kind=OpKind.DELETE_PERMISSION_SET,
             permission_set_name="Old",
@@ -1143,7 +1149,7 @@ def test_permission_set_deletion_idempotent(fake: FakeSso, opts: ApplyOptions) -
     obs = observed(fake)
     del fake.permission_sets[arn]  # deleted by an earlier attempt
     ops = [
-        Operation(
+        PermissionSetOp(
             key="delete:Old",
             kind=OpKind.DELETE_PERMISSION_SET,
             permission_set_name="Old",
@@ -1159,7 +1165,7 @@ def test_permission_set_deletion_idempotent(fake: FakeSso, opts: ApplyOptions) -
 def test_apply_permission_sets_ignores_deletions(fake: FakeSso, opts: ApplyOptions) -> None:
     arn = fake.seed_ps("Old")
     ops = [
-        Operation(
+        PermissionSetOp(
             key="delete:Old",
             kind=OpKind.DELETE_PERMISSION_SET,
             permission_set_name="Old",
@@ -1179,20 +1185,20 @@ def test_provision_all_accounts_and_skip_after_failed_update(fake: FakeSso, opts
     b = fake.seed_ps("B")
     fake.errors["UpdatePermissionSet"] = ["ValidationException"]
     ops = [
-        Operation(
+        PermissionSetOp(
             key="update:A",
             kind=OpKind.UPDATE_PERMISSION_SET,
             permission_set_name="A",
             permission_set_arn=a,
             spec=PermissionSetSpec(name="A", session_duration="PT2H"),
         ),
-        Operation(
+        ProvisionOp(
             key="provision:A",
             kind=OpKind.PROVISION_PERMISSION_SET,
             permission_set_name="A",
             permission_set_arn=a,
         ),
-        Operation(
+        ProvisionOp(
             key="provision:B",
             kind=OpKind.PROVISION_PERMISSION_SET,
             permission_set_name="B",
@@ -1302,7 +1308,7 @@ def test_half_created_permission_set_is_not_assigned(fake: FakeSso, opts: ApplyO
     fake.always["PutPermissionsBoundaryToPermissionSet"] = "AccessDeniedException"
     spec = PermissionSetSpec(name="New", permissions_boundary=PermissionsBoundary(managed_policy_arn=RO))
     ops = [
-        Operation(
+        PermissionSetOp(
             key="create_permission_set:New",
             kind=OpKind.CREATE_PERMISSION_SET,
             permission_set_name="New",
@@ -1336,7 +1342,7 @@ def rec(day: int, record_id: str = "1") -> RecordRef:
     )
 
 
-def with_records(op: Operation, *refs: RecordRef, depends_on: list[str] | None = None) -> Operation:
+def with_records(op: AssignmentOp, *refs: RecordRef, depends_on: list[str] | None = None) -> AssignmentOp:
     return op.model_copy(update={"records": list(refs), "depends_on": depends_on or []})
 
 
@@ -1454,7 +1460,7 @@ def test_dependencies_hold_under_the_deadline(fake: FakeSso, ft: FakeTime, opts:
         with_records(asg(OpKind.CREATE_ASSIGNMENT, a, ps="Dev2", arn=dev2), rec(20)) for a in accounts(3)
     ]
     removal = asg(OpKind.DELETE_ASSIGNMENT, "200000000101", ps="Old", arn=old)  # a revocation: first
-    delete_old = Operation(
+    delete_old = PermissionSetOp(
         key="delete_permission_set:Old",
         kind=OpKind.DELETE_PERMISSION_SET,
         permission_set_name="Old",
@@ -1556,7 +1562,7 @@ def test_no_permission_set_deletion_starts_after_the_deadline(
 ) -> None:
     arn = fake.seed_ps("Old")
     ops = [
-        Operation(
+        PermissionSetOp(
             key="delete_permission_set:Old",
             kind=OpKind.DELETE_PERMISSION_SET,
             permission_set_name="Old",

@@ -1,42 +1,19 @@
-"""Feedback to requesters: the message catalog (every problem code in ja and en), comment rendering,
-mentions, and plan_feedback's no-spam rules (appear / change / resolved once; notes once; admin problems
-never on a record)."""
+"""Feedback to requesters: the problem registry (every code's params and ja/en templates), comment
+rendering, mentions, and plan_feedback's no-spam rules (appear / change / resolved once; notes once; admin
+problems never on a record)."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import ValidationError
 
-from idc_sync import feedback, messages
+from idc_sync import feedback, messages, problems
 from idc_sync.feedback import INFO_PREFIX, RESOLVED, plan_feedback, render_comment
 from idc_sync.model import Problem, RecordRef
-
-REPO = Path(__file__).resolve().parents[2]
-SOURCES = [
-    *sorted((REPO / "include" / "idc_sync").glob("*.py")),
-    *sorted((REPO / "plugins" / "idc_sync_airflow").glob("*.py")),
-]
-_CALL = re.compile(
-    r"""(?:code\s*=\s*|\b(?:c|out|self)\.(?:add|problem)\(\s*(?:spec\s*,|None\s*,|desired\.permission_sets\[name\]\s*,)?\s*)"([a-z][a-z0-9_]+)\"""",
-)
-_TABLE = re.compile(r"^``([a-z][a-z0-9_]+)``", re.M)
-_OTHER = re.compile(r"""\(\s*"((?:policy_finding|[a-z_]+_not_found)[a-z_]*)"\s*,""")
-_NOT_CODES = {"code", "principal_type"}
-
-
-def emitted_codes() -> dict[str, set[str]]:
-    """Problem codes written in the source (calls, codes tables in docstrings, finding/not-found maps)."""
-    out: dict[str, set[str]] = {}
-    for path in SOURCES:
-        text = path.read_text(encoding="utf-8")
-        if "Problem" not in text:
-            continue
-        found = set(_CALL.findall(text)) | set(_TABLE.findall(text)) | set(_OTHER.findall(text))
-        for code in found - _NOT_CODES:
-            out.setdefault(code, set()).add(path.name)
-    return out
+from idc_sync.problems import LANGUAGES, REGISTRY
 
 
 def _ref(app: str = "permission_sets", rid: str = "7", mentions: tuple[str, ...] = ("alice",)) -> RecordRef:
@@ -51,34 +28,41 @@ def _p(code: str, severity: str = "error", ref: RecordRef | None = None, **param
     )  # type: ignore[arg-type]
 
 
-# --------------------------------------------------------------------------- catalog
-def test_scan_finds_the_codes_of_every_module():
-    codes = emitted_codes()
-    # a sanity check on the scanner itself: codes from each module
-    for code in (
-        "invalid_managed_policy",  # records.py
-        "managed_policy_not_found",  # validation.py (through _not_found)
-        "policy_finding_security_warning",  # validation.py (through _FINDING_CODES)
-        "unknown_account",  # plan.py
-        "apply_failed",  # steps.py
-        "principal_not_found",
-    ):
-        assert code in codes, code
-    assert len(codes) >= 55
+# --------------------------------------------------------------------------- the registry
+def test_code_type_lists_exactly_the_registry():
+    assert sorted(get_args(problems.Code)) == sorted(REGISTRY)
 
 
-def test_every_emitted_code_has_ja_and_en_templates():
-    missing = messages.missing_templates(set(emitted_codes()))
-    assert missing == {}, f"codes without a template: {missing}"
+def test_every_code_has_ja_and_en_templates_for_each_severity_it_is_used_with():
+    wrong = []
+    for code, spec in REGISTRY.items():
+        allowed = problems.placeholders(spec.params)
+        if not set(spec.variants) <= {*spec.severities, *spec.params.VARIANTS}:
+            wrong.append(f"{code}: variants {set(spec.variants)} are neither severities nor param variants")
+        if any(set(texts) != set(LANGUAGES) for texts in spec.variants.values()):
+            wrong.append(f"{code}: a variant lacks a language")
+        for severity in spec.severities:
+            for variant in (None, *spec.params.VARIANTS):
+                for language in LANGUAGES:
+                    template = spec.template(language, severity, variant)
+                    unknown = problems.template_fields(template) - allowed
+                    if not template.strip() or unknown:
+                        wrong.append(
+                            f"{code} ({severity}, {variant}, {language}): empty or unknown {unknown}"
+                        )
+    assert not wrong, "\n".join(wrong)
 
 
-def test_catalog_has_no_unknown_languages_and_no_empty_template():
-    for key, entry in messages.CATALOG.items():
-        assert set(entry) == set(messages.LANGUAGES), key
-        assert all(t.strip() for t in entry.values()), key
+def test_a_problem_with_an_unregistered_code_cannot_be_built():
+    with pytest.raises(ValidationError, match="unknown problem code 'brand_new_code'"):
+        _p("brand_new_code")
+    with pytest.raises(ValidationError, match="unknown problem code"):  # nor read back from an XCom
+        Problem.model_validate({"code": "invalid_targte", "message": "x"})
+    p = _p("invalid_name", name="a b", max=32)
+    assert Problem.model_validate(p.model_dump(mode="json")) == p and type(p.code) is str
 
 
-# Each code rendered with the params its module gives: no placeholder left, the fallback not used.
+# Each code rendered with the params its producers give (canonical names: the params model validates them).
 PARAMS: dict[str, dict[str, object]] = {
     "missing_field": {"field": "owner", "app": "permission_sets", "records": 3},
     "unreadable_record": {"error": "TypeError: x"},
@@ -181,11 +165,9 @@ PARAMS: dict[str, dict[str, object]] = {
     "principal_not_found": {"principal_type": "USER", "principal_name": "walter@example.com"},
     "apply_failed": {"operation": "create_assignment", "key": "k", "error": "ConflictException"},
     "deletions_withheld": {"count": 2},
-    "scim_unhealthy": {"reason": "quarantined"},
     "task_failed": {"task_id": "snapshot_idc"},
     "access_expiring": {
         "date": "2030-01-31",
-        "expires_on": "2030-01-31",
         "accounts": "444444444444",
         "principal": "USER:peggy@example.com",
         "permission_set": "ReadOnly",
@@ -193,12 +175,16 @@ PARAMS: dict[str, dict[str, object]] = {
 }
 
 
+def test_the_samples_cover_the_registry_with_canonical_params():
+    assert set(PARAMS) == set(REGISTRY)
+    for code, params in PARAMS.items():
+        REGISTRY[code].parse(params)  # raises on a misnamed, missing or mistyped param
+
+
 @pytest.mark.parametrize("language", ["ja", "en"])
 def test_every_template_renders_with_its_params(language):
-    missing = set(emitted_codes()) - set(PARAMS)
-    assert not missing, f"add sample params for {missing}"
     for code, params in PARAMS.items():
-        for severity in ("error", "pending") if code == "principal_not_found" else ("error",):
+        for severity in REGISTRY[code].severities:
             problem = _p(code, severity, **params)
             text = messages.render_problem(problem, language)
             assert text != problem.message, (code, language)  # the template, not the fallback
@@ -207,11 +193,66 @@ def test_every_template_renders_with_its_params(language):
                 assert re.search(r"[\u3040-\u30ff]", text), (code, text)  # kana: really Japanese
 
 
-def test_fallback_to_english_message_for_unknown_code_or_missing_params():
-    assert messages.render_problem(_p("brand_new_code"), "ja") == "English brand_new_code {}"
-    # managed_policy_not_found without its params (a producer changed): the English message, no crash
-    assert messages.render_problem(_p("managed_policy_not_found"), "ja").startswith("English")
+def test_params_that_do_not_fit_give_the_english_message_and_a_warning(caplog):
+    assert messages.render_problem(_p("managed_policy_not_found"), "ja").startswith("English")  # missing
+    # an alias _derive used to accept (plan.py said "target"): not a param of invalid_target any more
+    assert messages.render_problem(_p("invalid_target", target="12345"), "ja").startswith("English")
+    assert messages.render_problem(_p("too_many_policies", count="many", max=20), "en").startswith("English")
+    assert "too_many_policies problem: its params do not fit (count: int_parsing)" in caplog.text
+    # an expiry note whose principal has no name: no half sentence
+    half = dict(PARAMS["access_expiring"], principal="USER")
+    assert messages.render_problem(_p("access_expiring", "info", **half), "en").startswith("English")
     assert messages.render_problem(_p("invalid_name", name="a b", max=32), "fr").startswith("English")
+
+
+def test_defaults_stand_for_fields_a_producer_does_not_know():
+    """validation.py and plan.py do not know the record's field codes; the default field names are said."""
+    text = messages.render_problem(_p("invalid_target", value="12345"), "en")
+    assert text.startswith("'12345' in 'targets' is neither") and "exactly 12 digits" in text
+    assert "「permission_set」のルックアップ" in messages.render_problem(
+        _p("unknown_permission_set", name="X"), "ja"
+    )
+    cmp = _p("invalid_customer_managed_policy", field="cmp", name="", path="", row=2)
+    assert "path '/'" in messages.render_problem(cmp, "en")
+
+
+def test_no_principals_is_worded_per_principal_type():
+    user = messages.render_problem(_p("no_principals", field="users", principal_type="USER"), "ja")
+    group = messages.render_problem(_p("no_principals", field="group_name", principal_type="GROUP"), "ja")
+    assert user.startswith("ユーザーが選ばれていません") and group.startswith("グループ名がありません")
+
+
+def test_fingerprints_keep_their_values():
+    """Comments are de-duplicated across runs by these values: a change would post every comment again."""
+    ref = _ref("assignments", "3")
+    items = [
+        Problem(
+            code="invalid_target",
+            message="Line 1 of 'targets' ('12345') is not an id.",
+            record=ref,
+            params={"field": "targets", "value": "12345", "line": 1},
+        ),
+        Problem(
+            code="principal_not_found",
+            message="User ghost is not in IAM Identity Center yet.",
+            severity="pending",
+            record=ref,
+            params={"principal_type": "USER", "principal_name": "ghost"},
+        ),
+        Problem(
+            code="apply_failed",
+            message="create assignment failed: req 1",
+            record=ref,
+            params={"operation": "create_assignment", "key": "k", "error": "req 1"},
+        ),
+    ]
+    assert [feedback.problem_fingerprint(p) for p in items] == [
+        "error:invalid_target:Line 1 of 'targets' ('12345') is not an id.",
+        "pending:principal_not_found:User ghost is not in IAM Identity Center yet.",
+        "error:apply_failed:create_assignment|k",
+    ]
+    assert feedback.record_fingerprint(items) == "1b91f762d5f3e98f"
+    assert feedback.record_fingerprint(items[:1]) == "554a3233cd64b084"
 
 
 def test_access_analyzer_finding_shows_line_column_issue_and_link():

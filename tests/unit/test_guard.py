@@ -9,7 +9,7 @@ from __future__ import annotations
 from idc_sync.apply import WAITING_FOR_RENAME, apply_assignments
 from idc_sync.config import SyncConfig
 from idc_sync.guard import evaluate_guard, permission_set_deletion_reasons
-from idc_sync.model import RECORD_ID_TAG, DesiredState, Operation, OpKind, Plan
+from idc_sync.model import RECORD_ID_TAG, DesiredState, Operation, OpKind, PermissionSetOp, Plan
 from idc_sync.plan import PlanMemory, compute_plan, next_memory, render_plan
 from tests.unit.test_apply import Clients, FakeSso, fake, ft, opts  # noqa: F401 (fixtures)
 from tests.unit.test_apply import asg as asg_op
@@ -172,7 +172,7 @@ def test_removal_waits_when_the_new_assignment_was_not_created(fake: FakeSso, op
         delete.depends_on, delete.moved_to = [create.key], "Dev2"
         ops += [create, delete]
     ops.append(
-        Operation(
+        PermissionSetOp(
             key="delete_permission_set:Dev",
             kind=OpKind.DELETE_PERMISSION_SET,
             permission_set_name="Dev",

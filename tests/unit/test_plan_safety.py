@@ -6,15 +6,8 @@ import datetime as dt
 
 from idc_sync.config import SyncConfig
 from idc_sync.guard import deletions_table, evaluate_guard, withhold_deletions
-from idc_sync.model import DesiredState, OpKind
-from idc_sync.plan import (
-    DRIFT_ASSIGNMENT,
-    DRIFT_PERMISSION_SET,
-    MANAGEMENT_BLOCKED,
-    PlanMemory,
-    compute_plan,
-    next_memory,
-)
+from idc_sync.model import Cause, DesiredState, OpKind
+from idc_sync.plan import MANAGEMENT_PROVISIONED, PlanMemory, compute_plan, next_memory
 from tests.unit.test_plan import A1, A2, A5, MGMT, TODAY, asg, held, observed, spec, state
 
 CFG = SyncConfig()
@@ -33,7 +26,7 @@ def test_management_provisioned_set_is_reported_even_without_changes_and_never_t
     assert p.operations == []
     assert {pr.code for pr in problems} == {"provisioned_to_management_account", "management_account_target"}
     reasons = {s.key: s.reason for s in p.skipped}
-    assert reasons[f"create_assignment:{A1}:Dev:USER:alice"] == MANAGEMENT_BLOCKED
+    assert reasons[f"create_assignment:{A1}:Dev:USER:alice"] == MANAGEMENT_PROVISIONED
     # the same words every run: the record's fingerprint does not change, so it is told once
     _, again = plan(desired, obs)
     assert [pr.fingerprint for pr in again] == [pr.fingerprint for pr in problems]
@@ -76,13 +69,18 @@ def test_hand_added_assignment_is_drift_and_a_deleted_record_is_not() -> None:
     reasons = {op.key: op.reason for op in p.operations}
     assert reasons == {
         f"delete_assignment:{A5}:Dev:USER:bob": "not in kintone",
-        f"delete_assignment:{A2}:Dev:USER:bob": DRIFT_ASSIGNMENT,
+        f"delete_assignment:{A2}:Dev:USER:bob": "drift: added by hand in IAM Identity Center "
+        "(no kintone record asks for it)",
     }
+    assert [(op.key, op.cause) for op in p.operations if op.is_drift] == [
+        (f"delete_assignment:{A2}:Dev:USER:bob", Cause.DRIFT_ADDED)
+    ]
     # report mode: both only reported, the hand-made one says so
     p, _ = plan(desired2, obs2, memory=memory, drift_mode="report")
     assert p.of_kind(OpKind.DELETE_ASSIGNMENT) == []
     skipped = {s.key: s.reason for s in p.skipped}
     assert skipped[f"delete_assignment:{A2}:Dev:USER:bob"].startswith("drift (report mode): added by hand")
+    assert all(s.is_drift and s.cause is Cause.DRIFT_REPORTED for s in p.skipped)
     # the memory keeps what kintone once asked for while it exists, never the hand-made one
     memory2 = next_memory(memory, desired2, obs2, CFG, today=TODAY)
     assert f"{A5}:Dev:USER:u-bob" in memory2.assignments
@@ -101,7 +99,8 @@ def test_hand_made_policy_change_is_drift_and_a_record_edit_is_not() -> None:
     tampered = observed([state(managed_policies=["arn:aws:iam::aws:policy/ReadOnlyAccess", extra])])
     p, _ = plan(desired, tampered, memory=memory)
     op = p.of_kind(OpKind.UPDATE_PERMISSION_SET)[0]
-    assert op.reason == f"{DRIFT_PERMISSION_SET} (managed_policies)"
+    assert op.reason == "drift: changed by hand in IAM Identity Center (managed_policies)"
+    assert (op.cause, op.detail) == (Cause.DRIFT_CHANGED, "managed_policies")
     # a kintone edit is not drift, and the memory keeps the last definition seen in place until applied
     edited = DesiredState(permission_sets={"Dev": spec(description="new")})
     p, _ = plan(edited, in_place, memory=memory)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from idc_sync.config import AssignmentFields, PermissionSetFields, SyncConfig
+from idc_sync.idc_fields import normalise_session_duration, normalise_target
 from idc_sync.model import (
     CustomerPolicyRef,
     DesiredState,
@@ -17,11 +18,9 @@ from idc_sync.model import (
     RecordRef,
 )
 from idc_sync.records import (
-    normalise_target,
     parse_customer_policy,
     parse_desired_state,
     parse_permissions_boundary,
-    parse_session_duration,
 )
 
 ACCOUNT = "123456789012"
@@ -224,7 +223,10 @@ def test_duplicate_permission_set_name_first_record_wins_case_insensitive() -> N
         ("pt2h", "PT2H"),
         ("PT1H30M", "PT1H30M"),
         ("PT90M", "PT90M"),
+        ("PT3600S", "PT3600S"),  # sso-admin's Duration allows seconds (it used to be refused here only)
+        (" pt1h30m ", "PT1H30M"),
         ("PT13H", None),
+        ("PT12H1S", None),
         ("PT30M", None),
         ("P1D", None),
         ("1h", None),
@@ -232,7 +234,12 @@ def test_duplicate_permission_set_name_first_record_wins_case_insensitive() -> N
     ],
 )
 def test_parse_session_duration(value: str, expected: str | None) -> None:
-    assert parse_session_duration(value) == expected
+    assert normalise_session_duration(value) == expected
+    state = parse([ps_record(1, "Ops", session_duration=value)])
+    if expected is None:
+        assert codes(state) == ["invalid_session_duration"] and state.held_permission_sets == ["Ops"]
+    else:
+        assert state.problems == [] and state.permission_sets["Ops"].session_duration == expected
 
 
 def test_invalid_session_duration_holds_the_permission_set() -> None:
@@ -752,7 +759,7 @@ def test_non_ascii_digit_target_says_to_use_ascii_digits() -> None:
 
 @pytest.mark.parametrize("value", ["PT\uff14H", "PT\u0664H", "PT1H\uff13\uff10M"])
 def test_session_duration_with_non_ascii_digits_is_invalid(value: str) -> None:
-    assert parse_session_duration(value) is None
+    assert normalise_session_duration(value) is None
     state = parse([ps_record(1, session_duration=value)])
     assert codes(state) == ["invalid_session_duration"]
     assert state.permission_sets == {} and state.held_permission_sets == ["ReadOnly"]

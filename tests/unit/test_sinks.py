@@ -24,7 +24,7 @@ from idc_sync.failures import (
     first_failure,
     run_failing,
 )
-from idc_sync.model import Operation, OpKind, OpResult, Plan, Problem, RecordRef, Skipped
+from idc_sync.model import AssignmentOp, Cause, OpKind, OpResult, Plan, Problem, RecordRef, Skipped
 from idc_sync.sanitize import CleanTextFilter, scrub_secrets, slack_escape, strip_control
 
 HOSTILE = "<!channel> <https://evil|click> \x1b[31m\x07"
@@ -42,15 +42,20 @@ def test_strip_control_keeps_newlines_and_tabs_drops_escapes() -> None:
 
 
 def test_slack_message_escapes_record_text_everywhere() -> None:
-    op = Operation(
+    op = AssignmentOp(
         key=f"create:{HOSTILE}",
         kind=OpKind.CREATE_ASSIGNMENT,
         permission_set_name="P",
-        reason=f"drift {HOSTILE}",
+        account_id="1",
+        principal_type="USER",
+        principal_id="u",
+        principal_name=HOSTILE,
+        cause=Cause.DRIFT_CHANGED,  # a drift op's reason is in the Slack message: its detail is escaped
+        detail=HOSTILE,
     )
     plan = Plan(operations=[op])
     results = [OpResult(key=op.key, kind=op.kind, status="failed", message=f"AccessDenied {HOSTILE}")]
-    problems = [Problem(code="x", message=f"group {HOSTILE} missing")]
+    problems = [Problem(code="task_failed", message=f"group {HOSTILE} missing")]
     summary = feedback.run_summary_text(
         dag_run_id="r1", plan=plan, results=results, problems=problems, dry_run=False, scim=None
     )
@@ -64,7 +69,8 @@ def test_slack_message_escapes_record_text_everywhere() -> None:
 
 def test_comment_and_note_carry_no_control_characters() -> None:
     ref = RecordRef(app="assignments", app_id="2", record_id="7")
-    text = feedback.render_comment(ref, [Problem(code="x", message=HOSTILE, record=ref)], "en")
+    hostile = Problem(code="unreadable_record", message=HOSTILE, record=ref, params={"error": HOSTILE})
+    text = feedback.render_comment(ref, [hostile], "en")
     assert "\x1b" not in text and "\x07" not in text
     summary = feedback.run_summary_text(
         dag_run_id="r\x1b[2J1", plan=Plan(), results=[], problems=[], dry_run=False, scim=None
@@ -198,8 +204,16 @@ def test_outbox_stops_at_first_failure_and_keeps_order() -> None:
 
 
 # --------------------------------------------------------------------------- 10: true counts
-def _op(key: str, kind: OpKind = OpKind.DELETE_ASSIGNMENT) -> Operation:
-    return Operation(key=key, kind=kind, permission_set_name="P")
+def _op(key: str, kind: OpKind = OpKind.DELETE_ASSIGNMENT) -> AssignmentOp:
+    return AssignmentOp(
+        key=key,
+        kind=kind,
+        permission_set_name="P",
+        account_id="1",
+        principal_type="USER",
+        principal_id="u",
+        principal_name="u",
+    )
 
 
 def test_rejected_deletions_are_withheld_not_applied() -> None:
@@ -266,7 +280,8 @@ def test_audit_artifact_per_try_never_overwritten(tmp_path: Path) -> None:
 @pytest.mark.parametrize("language", ["en", "ja"])
 def test_comment_fits_kintone_limit_whatever_the_number_of_problems(language: str) -> None:
     ref = RecordRef(app="assignments", app_id="2", record_id="7")
-    problems = [Problem(code=f"c{i:05d}", message="m" * 300 + str(i), record=ref) for i in range(1000)]
+    texts = ["m" * 300 + str(i) for i in range(1000)]
+    problems = [Problem(code="unreadable_record", message=t, record=ref, params={"error": t}) for t in texts]
     url = "http://airflow.example/dags/idc_sync/runs/r1"
     text = feedback.render_comment(ref, problems, language, run_url=url)
     assert len(text) <= feedback.KINTONE_COMMENT_LIMIT
@@ -278,13 +293,16 @@ def test_comment_fits_kintone_limit_whatever_the_number_of_problems(language: st
 
 def test_comment_with_one_enormous_problem_is_cut_cleanly() -> None:
     ref = RecordRef(app="assignments", app_id="2", record_id="7")
-    text = feedback.render_comment(ref, [Problem(code="x", message="y" * 100_000, record=ref)], "en")
+    huge_text = "y" * 100_000
+    huge = Problem(code="unreadable_record", message=huge_text, record=ref, params={"error": huge_text})
+    text = feedback.render_comment(ref, [huge], "en")
     assert len(text) <= feedback.KINTONE_COMMENT_LIMIT and "and 0 more" in text
 
 
 def test_short_comment_is_unchanged() -> None:
     ref = RecordRef(app="assignments", app_id="2", record_id="7")
-    text = feedback.render_comment(ref, [Problem(code="x", message="short", record=ref)], "en")
+    short = Problem(code="unreadable_record", message="short", record=ref, params={"error": "short"})
+    text = feedback.render_comment(ref, [short], "en")
     assert "more" not in text and "short" in text
 
 

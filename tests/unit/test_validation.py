@@ -3,33 +3,37 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from test_records import CONFIG, ps_record
 
 from idc_sandbox.core import FaultRule, Sandbox
-from idc_sync.aws_clients import IdcClients
+from idc_sync.aws_clients import DEFAULT_RETRIES, IdcClients
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
+    AssignmentOp,
     CustomerPolicyRef,
     DesiredState,
-    Operation,
     OpKind,
     PermissionsBoundary,
+    PermissionSetOp,
     PermissionSetSpec,
     Plan,
+    ProvisionOp,
     RecordRef,
     Skipped,
     ValidationReport,
 )
+from idc_sync.records import parse_desired_state
 from idc_sync.validation import (
     MAX_ANALYZER_FINDINGS,
     MAX_FINDINGS_PER_RECORD,
     apply_validation,
     managed_policy_catalog,
-    permission_sets_to_validate,
     suggest_managed_policies,
     validate_permission_sets,
 )
@@ -107,23 +111,23 @@ def test_description_rules() -> None:
     assert local(spec(description="x" * 700)).problems == []
 
 
-@pytest.mark.parametrize("value", ["PT0H", "PT13H", "PT59M", "1H", "P1D", "PT", "", "PT12H1S"])
-def test_invalid_session_durations(value: str) -> None:
-    report = local(spec(session_duration=value))
-    assert codes(report) == ["invalid_session_duration"]
-    assert report.problems[0].params["value"] == value
-
-
-@pytest.mark.parametrize("value", ["PT1H", "PT12H", "PT60M", "PT2H30M", "PT3600S"])
-def test_valid_session_durations(value: str) -> None:
-    assert local(spec(session_duration=value)).problems == []
-
-
-def test_relay_state_rules() -> None:
-    assert codes(local(spec(relay_state="https://x/" + "a" * 240))) == ["relay_state_too_long"]
-    assert codes(local(spec(relay_state="https://console.aws.amazon.com/<script>"))) == [
-        "invalid_relay_state"
-    ]
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("session_duration", "PT13H", "invalid_session_duration"),
+        ("session_duration", "PT\uff14H", "invalid_session_duration"),
+        ("relay_state", "https://x/" + "a" * 240, "invalid_relay_state"),
+        ("relay_state", "https://console.aws.amazon.com/<script>", "invalid_relay_state"),
+    ],
+)
+def test_session_duration_and_relay_state_are_told_once_by_records(field: str, value: str, code: str) -> None:
+    """records.py checks these fields as typed and holds the record: the requester gets one message, and
+    validation (which never sees the held set) does not check them a second time."""
+    desired = parse_desired_state([ps_record(1, "Ops", **{field: value})], [], CONFIG)
+    report = validate_permission_sets(desired, None, CONFIG)
+    assert [p.code for p in [*desired.problems, *report.problems]] == [code]
+    assert desired.held_permission_sets == ["Ops"] and report.checked == 0
+    assert local(spec(**{field: value})).problems == []  # validation leaves these fields to records.py
 
 
 @pytest.mark.parametrize(
@@ -267,13 +271,14 @@ def test_names_differing_in_case() -> None:
 
 
 def test_only_limits_the_checked_sets() -> None:
-    report = local(spec("bad name"), spec("Good", session_duration="PT99H"), only={"Good"})
+    report = local(spec("bad name"), spec("Good", description="x" * 701), only={"Good"})
     assert report.checked == 1
     assert report.blocked == ["Good"]
 
 
 def test_problem_messages_and_params_are_i18n_ready() -> None:
-    report = local(spec(session_duration="PT13H", description="x" * 701))
+    report = local(spec(managed_policies=["arn:aws:iam::1:policy/X"], description="x" * 701))
+    assert len(report.problems) == 2
     for p in report.problems:
         assert p.params["permission_set"] == "Dev"
         assert p.message.endswith(".")
@@ -377,7 +382,7 @@ def finding(ftype: str, issue: str, line: int = 3, column: int = 4) -> dict[str,
 
 def validate_fake(clients: FakeClients, *specs: PermissionSetSpec) -> ValidationReport:
     desired = DesiredState(permission_sets={s.name: s for s in specs})
-    return validate_permission_sets(desired, clients, SyncConfig(), sleep=lambda s: None)  # type: ignore[arg-type]
+    return validate_permission_sets(desired, clients, SyncConfig())  # type: ignore[arg-type]
 
 
 def test_get_policy_called_once_per_distinct_arn_and_suggests() -> None:
@@ -457,10 +462,23 @@ def test_only_warnings_do_not_block() -> None:
     assert report.blocked == [] and len(report.problems) == 2
 
 
-def test_access_analyzer_throttling_is_retried() -> None:
-    aa = FakeAnalyzer(errors=["ThrottlingException", "ThrottlingException"])
+def test_throttling_that_outlasts_botocore_is_not_retried_again() -> None:
+    """botocore's retry config retries throttling (see the sandbox tests below); on top of it, validation
+    would only multiply the attempts."""
+    aa = FakeAnalyzer(errors=["ThrottlingException"])
     report = validate_fake(FakeClients(FakeIam(set()), aa), spec(inline_policy=GOOD_INLINE))
-    assert report.problems == [] and len(aa.calls) == 3
+    assert codes(report) == ["access_analyzer_unavailable"] and report.blocked == []
+    assert len(aa.calls) == 1
+
+    class ThrottledIam(FakeIam):
+        def get_policy(self, PolicyArn: str) -> dict[str, Any]:
+            self.calls.append(PolicyArn)
+            raise client_error("Throttling")
+
+    iam = ThrottledIam(set())
+    report = validate_fake(FakeClients(iam, FakeAnalyzer()), spec(managed_policies=[RO]))
+    assert codes(report) == ["managed_policy_check_unavailable"] and report.blocked == []
+    assert iam.calls == [RO]
 
 
 def test_access_analyzer_unavailable_is_run_level() -> None:
@@ -474,7 +492,7 @@ def test_access_analyzer_unavailable_is_run_level() -> None:
     assert p.code == "access_analyzer_unavailable" and p.record is None and p.severity == "warning"
     assert p.params["unchecked"] == 2
     assert report.blocked == []
-    assert len(aa.calls) == 10  # 5 attempts each
+    assert len(aa.calls) == 2  # one call each: retrying is botocore's
 
 
 def test_local_errors_skip_access_analyzer() -> None:
@@ -512,7 +530,7 @@ def test_sandbox_get_policy_and_access_analyzer(sandbox: Sandbox, sandbox_client
             "PassRole": spec("PassRole", inline_policy=pass_role),
         }
     )
-    report = validate_permission_sets(desired, sandbox_clients, SyncConfig(), sleep=lambda s: None)
+    report = validate_permission_sets(desired, sandbox_clients, SyncConfig())
     assert report.blocked == ["PassRole", "Typo"], report.problems
     typo = next(p for p in report.problems if p.code == "managed_policy_not_found")
     assert "Did you mean ReadOnlyAccess" in typo.message
@@ -530,34 +548,90 @@ def test_sandbox_get_policy_and_access_analyzer(sandbox: Sandbox, sandbox_client
 def test_sandbox_access_analyzer_denied_is_run_level(sandbox: Sandbox, sandbox_clients: IdcClients) -> None:
     sandbox.faults.add(FaultRule(service="accessanalyzer", kind="access_denied"))
     desired = DesiredState(permission_sets={"Good": spec("Good", inline_policy=GOOD_INLINE)})
-    report = validate_permission_sets(desired, sandbox_clients, SyncConfig(), sleep=lambda s: None)
+    report = validate_permission_sets(desired, sandbox_clients, SyncConfig())
     [p] = report.problems
     assert p.code == "access_analyzer_unavailable" and "AccessDeniedException" in p.message
     assert report.blocked == []
 
 
-def test_sandbox_access_analyzer_throttled_then_ok(sandbox: Sandbox, sandbox_clients: IdcClients) -> None:
+@pytest.fixture
+def default_clients(sandbox_url: str) -> IdcClients:
+    """The clients as production builds them: botocore's standard retry mode, DEFAULT_RETRIES."""
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    return IdcClients.from_session(session, endpoint_url=sandbox_url)
+
+
+class _RecordedSleeps:
+    """Stands in for the ``time`` module botocore's endpoint sleeps with between retries."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+@pytest.fixture
+def botocore_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """botocore's retry back-off, recorded instead of slept."""
+    import botocore.endpoint
+
+    recorded = _RecordedSleeps()
+    monkeypatch.setattr(botocore.endpoint, "time", recorded)
+    return recorded.slept
+
+
+def test_default_clients_retry_throttling_in_botocore(default_clients: IdcClients) -> None:
+    for client in (default_clients.iam, default_clients.accessanalyzer):
+        retries = client.meta.config.retries
+        assert retries["mode"] == DEFAULT_RETRIES["mode"] in ("standard", "adaptive")  # both retry throttling
+        assert retries["total_max_attempts"] == DEFAULT_RETRIES["max_attempts"] + 1 >= 3
+
+
+def test_sandbox_access_analyzer_throttled_then_ok(
+    sandbox: Sandbox, default_clients: IdcClients, botocore_sleeps: list[float]
+) -> None:
     sandbox.faults.add(FaultRule(service="accessanalyzer", kind="throttle", count=2))
     desired = DesiredState(permission_sets={"Good": spec("Good", inline_policy=GOOD_INLINE)})
-    report = validate_permission_sets(desired, sandbox_clients, SyncConfig(), sleep=lambda s: None)
+    report = validate_permission_sets(desired, default_clients, SyncConfig())
     assert report.problems == []
     assert sandbox.calls.counters()["accessanalyzer"]["ValidatePolicy"] == 3
+    assert len(botocore_sleeps) == 2  # the two retries were botocore's
+
+
+def test_sandbox_get_policy_throttled_then_ok(
+    sandbox: Sandbox, default_clients: IdcClients, botocore_sleeps: list[float]
+) -> None:
+    sandbox.faults.add(FaultRule(service="iam", kind="throttle", count=2))
+    desired = DesiredState(permission_sets={"Good": spec("Good", managed_policies=[RO])})
+    report = validate_permission_sets(desired, default_clients, SyncConfig())
+    assert report.problems == []
+    assert sandbox.calls.counters()["iam"]["GetPolicy"] == 3
+    assert len(botocore_sleeps) == 2  # the two retries were botocore's, no second layer
 
 
 # --------------------------------------------------------------------------- apply_validation
+USER_A: dict[str, Any] = {"principal_type": "USER", "principal_id": "a", "principal_name": "a"}
+
+
 def test_apply_validation_moves_blocked_operations_to_skipped() -> None:
     asg_ref = RecordRef(app="assignments", app_id="2", record_id="40")
     bad = spec("Bad", record=ref("9"))
     ops = [
-        Operation(key="create_permission_set:Bad", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="Bad", spec=bad, records=[bad.record]),  # type: ignore[list-item]
-        Operation(key="update_permission_set:Good", kind=OpKind.UPDATE_PERMISSION_SET, permission_set_name="Good", spec=spec("Good")),
-        Operation(key="provision_permission_set:Bad:1", kind=OpKind.PROVISION_PERMISSION_SET, permission_set_name="Bad", account_id="1"),
-        Operation(key="create_assignment:1:Bad:USER:a", kind=OpKind.CREATE_ASSIGNMENT, permission_set_name="Bad", account_id="1", records=[asg_ref]),
-        Operation(key="create_assignment:1:Good:USER:a", kind=OpKind.CREATE_ASSIGNMENT, permission_set_name="Good", account_id="1"),
-        Operation(key="delete_assignment:2:Bad:USER:b", kind=OpKind.DELETE_ASSIGNMENT, permission_set_name="Bad", account_id="2"),
+        PermissionSetOp(key="create_permission_set:Bad", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="Bad", spec=bad, records=[bad.record]),  # type: ignore[list-item]
+        PermissionSetOp(key="update_permission_set:Good", kind=OpKind.UPDATE_PERMISSION_SET, permission_set_name="Good", spec=spec("Good")),
+        ProvisionOp(key="provision_permission_set:Bad:1", permission_set_name="Bad", account_id="1"),
+        AssignmentOp(key="create_assignment:1:Bad:USER:a", kind=OpKind.CREATE_ASSIGNMENT, permission_set_name="Bad", account_id="1", records=[asg_ref], **USER_A),
+        AssignmentOp(key="create_assignment:1:Good:USER:a", kind=OpKind.CREATE_ASSIGNMENT, permission_set_name="Good", account_id="1", **USER_A),
+        AssignmentOp(key="delete_assignment:2:Bad:USER:b", kind=OpKind.DELETE_ASSIGNMENT, permission_set_name="Bad", account_id="2", principal_type="USER", principal_id="b", principal_name="b"),
     ]  # fmt: skip
     plan = Plan(operations=ops, skipped=[Skipped(key="earlier", reason="x")], managed_assignment_count=12)
-    report = local(bad.model_copy(update={"session_duration": "PT99H"}), spec("Good"))
+    report = local(bad.model_copy(update={"description": "x" * 701}), spec("Good"))
     assert report.blocked == ["Bad"]
     out = apply_validation(plan, report)
     assert [op.key for op in out.operations] == [
@@ -572,7 +646,7 @@ def test_apply_validation_moves_blocked_operations_to_skipped() -> None:
         "delete_assignment:2:Bad:USER:b",
     ]
     skipped = {s.key: s for s in out.skipped}
-    assert "invalid_session_duration" in skipped["create_permission_set:Bad"].reason
+    assert "description_too_long" in skipped["create_permission_set:Bad"].reason
     assert skipped["create_permission_set:Bad"].record == ref("9")
     assert skipped["create_assignment:1:Bad:USER:a"].record == asg_ref
     assert "existing assignments are kept" in skipped["delete_assignment:2:Bad:USER:b"].reason
@@ -581,18 +655,11 @@ def test_apply_validation_moves_blocked_operations_to_skipped() -> None:
 
 
 def test_apply_validation_without_blocked_is_identity() -> None:
-    plan = Plan(operations=[Operation(key="k", kind=OpKind.CREATE_ASSIGNMENT, permission_set_name="X")])
+    op = AssignmentOp(
+        key="k", kind=OpKind.CREATE_ASSIGNMENT, permission_set_name="X", account_id="1", **USER_A
+    )
+    plan = Plan(operations=[op])
     assert apply_validation(plan, ValidationReport()) == plan
-
-
-def test_permission_sets_to_validate() -> None:
-    ops = [
-        Operation(key="c", kind=OpKind.CREATE_PERMISSION_SET, permission_set_name="A"),
-        Operation(key="u", kind=OpKind.UPDATE_PERMISSION_SET, permission_set_name="B"),
-        Operation(key="p", kind=OpKind.PROVISION_PERMISSION_SET, permission_set_name="C"),
-        Operation(key="a", kind=OpKind.CREATE_ASSIGNMENT, permission_set_name="D"),
-    ]
-    assert permission_sets_to_validate(Plan(operations=ops)) == {"A", "B"}
 
 
 # --------------------------------------------------------------------------- hostile records (issue 9)
@@ -618,7 +685,7 @@ def test_sandbox_deep_policy_is_not_sent_to_access_analyzer(
             "Good": spec("Good", inline_policy=GOOD_INLINE),
         }
     )
-    report = validate_permission_sets(desired, sandbox_clients, SyncConfig(), sleep=lambda s: None)
+    report = validate_permission_sets(desired, sandbox_clients, SyncConfig())
     assert report.blocked == ["Deep"]
     assert [p.code for p in report.problems] == ["inline_policy_too_deep"]
     assert sandbox.calls.counters()["accessanalyzer"]["ValidatePolicy"] == 1  # only Good's
@@ -680,14 +747,13 @@ def test_unexpected_error_in_one_permission_set_is_a_problem_on_its_record_only(
 ) -> None:
     from idc_sync import validation
 
-    real = validation.check_inline_policy
-
-    def check(spec_: PermissionSetSpec, out: Any) -> bool:
+    def boom(spec_: PermissionSetSpec) -> list[Any]:
         if spec_.name == "Bad":
             raise RecursionError("maximum recursion depth exceeded")
-        return real(spec_, out)
+        return []
 
-    monkeypatch.setattr(validation, "check_inline_policy", check)
+    broken = validation.Check("x", "permission_set", "raises for Bad", fn=boom)
+    monkeypatch.setattr(validation, "CHECKS", [*validation.CHECKS, broken])
     with caplog.at_level("ERROR", logger="idc_sync.validation"):
         report = local(spec("Bad", record=ref("8")), spec("Good", inline_policy=GOOD_INLINE))
     assert [(p.code, p.params["permission_set"], p.params["step"]) for p in report.problems] == [
@@ -722,6 +788,60 @@ def test_unexpected_access_analyzer_error_blocks_only_that_permission_set() -> N
     assert report.blocked == ["Bad"]
 
 
-@pytest.mark.parametrize("value", ["PT\uff14H", "PT\u0664H", "PT1\uff12H"])
-def test_session_duration_with_non_ascii_digits_is_invalid(value: str) -> None:
-    assert codes(local(spec(session_duration=value))) == ["invalid_session_duration"]
+# --------------------------------------------------------------------------- the check registry
+def test_every_registered_check_has_a_problem_spec_with_texts_and_a_one_line_description() -> None:
+    from idc_sync import validation
+    from idc_sync.problems import LANGUAGES, REGISTRY
+
+    assert len(validation.CHECKS) >= 30
+    for c in validation.CHECKS:
+        problem = REGISTRY[c.code]  # the code's params, sink and texts
+        assert c.severity in problem.severities, c.code
+        for language in LANGUAGES:
+            assert problem.template(language, c.severity).strip(), (c.code, language)
+        assert c.description.strip() and "\n" not in c.description and len(c.description) <= 100, c.code
+        # a function exactly for the checks validation runs itself; the others are the AWS layer's
+        assert (c.fn is None) == (c.on in ("iam", "access_analyzer", "validator")), c.code
+    by_code: dict[str, set[str]] = {}
+    for c in validation.CHECKS:
+        by_code.setdefault(c.code, set()).add(c.severity)
+    assert all(len(v) == 1 for v in by_code.values()), by_code  # a code registered twice means one thing
+    admin = {c.code for c in validation.CHECKS if c.sink == "admin"}
+    assert admin == {"access_analyzer_unavailable", "managed_policy_check_unavailable"}
+
+
+def test_reported_problems_match_the_registry() -> None:
+    """Every problem of a varied run has a registered code, its severity, and goes where its sink says."""
+    from idc_sync import validation
+    from idc_sync.problems import REGISTRY
+
+    registry = {c.code: c for c in validation.CHECKS}
+    bad = json.dumps(
+        {"Version": "2024-01-01", "Statement": ["x", {"Effect": "allow", "Action": 1, "NotAction": 2}]}
+    )
+    aa = FakeAnalyzer(pages=[[finding(t, t) for t in ("ERROR", "SECURITY_WARNING", "WARNING", "SUGGESTION")]])
+
+    class DeniedIam(FakeIam):
+        def get_policy(self, PolicyArn: str) -> dict[str, Any]:
+            if PolicyArn == VIEW:
+                raise client_error("AccessDenied", 403)
+            return super().get_policy(PolicyArn)
+
+    report = validate_fake(
+        FakeClients(DeniedIam({RO}), aa),
+        spec("dev", inline_policy=bad, description="開発" + "x" * 700),
+        spec(
+            "Dev", managed_policies=[RO, RO, VIEW, "arn:aws:iam::aws:policy/Nope", "arn:aws:iam::1:policy/X"]
+        ),
+        spec("Cmp", customer_managed_policies=[CustomerPolicyRef(name="a b", path="x")]),
+        spec("Ok", inline_policy=GOOD_INLINE),
+        spec("Many", managed_policies=[f"arn:aws:iam::aws:policy/P{i}" for i in range(21)]),
+        spec("Deep", inline_policy=DEEP),
+    )
+    seen = {p.code for p in report.problems}
+    assert len(seen) >= 20, seen
+    for p in report.problems:
+        c = registry[p.code]
+        assert p.severity == c.severity or p.code == "more_findings", p
+        assert (p.record is None) == (c.sink == "admin"), p
+        REGISTRY[p.code].parse(p.params)  # the params fit the code's model (else only English is shown)

@@ -26,7 +26,6 @@ def _run(clients: FakeClients, cache: dict[str, Any] | None, policy: str = POLIC
         desired,
         clients,  # type: ignore[arg-type]
         SyncConfig(),
-        sleep=lambda s: None,
         analyzer_cache=cache,
     )
 

@@ -39,14 +39,16 @@ from idc_sync.model import (
     Account as AccountModel,
 )
 from idc_sync.model import (
+    AssignmentOp,
     AssignmentState,
     ObservedState,
-    Operation,
     OpKind,
     OrgSnapshot,
+    PermissionSetOp,
     PermissionSetSpec,
     PermissionSetState,
     Plan,
+    ProvisionOp,
 )
 
 RO = "arn:aws:iam::aws:policy/ReadOnlyAccess"
@@ -131,10 +133,10 @@ def observed_of(sandbox: Sandbox, users: dict[str, str]) -> ObservedState:
 
 def assignment_ops(
     users: dict[str, str], ps: str = "Dev", kind: OpKind = OpKind.CREATE_ASSIGNMENT
-) -> list[Operation]:
+) -> list[AssignmentOp]:
     verb = kind.value
     return [
-        Operation(
+        AssignmentOp(
             key=f"{verb}:{acc}:{ps}:USER:{name}",
             kind=kind,
             permission_set_name=ps,
@@ -152,7 +154,7 @@ def dev_plan(users: dict[str, str]) -> Plan:
     spec = PermissionSetSpec(
         name="Dev", description="developers", managed_policies=[RO, VIEW], inline_policy=INLINE
     )
-    create = Operation(
+    create = PermissionSetOp(
         key="create_permission_set:Dev",
         kind=OpKind.CREATE_PERMISSION_SET,
         permission_set_name="Dev",
@@ -264,7 +266,7 @@ def test_management_account_is_never_called(
     arn = create_permission_set_direct(sandbox, "Dev", tags={"managed-by": "idc-sync"})
     uid = world["user0"]
     ops = [
-        Operation(key=f"create_assignment:{acc}:Dev:USER:user0", kind=OpKind.CREATE_ASSIGNMENT, permission_set_name="Dev",
+        AssignmentOp(key=f"create_assignment:{acc}:Dev:USER:user0", kind=OpKind.CREATE_ASSIGNMENT, permission_set_name="Dev",
                   permission_set_arn=arn, account_id=acc, principal_type="USER", principal_id=uid, principal_name="user0")
         for acc in (mgmt, ACCOUNTS[0])
     ]  # fmt: skip
@@ -296,7 +298,7 @@ def test_update_then_provision_reaches_accounts(
         name="Dev", session_duration="PT4H", managed_policies=[VIEW], inline_policy=INLINE
     )
     ops = [
-        Operation(
+        PermissionSetOp(
             key="update_permission_set:Dev",
             kind=OpKind.UPDATE_PERMISSION_SET,
             permission_set_name="Dev",
@@ -305,7 +307,7 @@ def test_update_then_provision_reaches_accounts(
         )
     ]
     ops += [
-        Operation(key=f"provision_permission_set:Dev:{acc}", kind=OpKind.PROVISION_PERMISSION_SET, permission_set_name="Dev",
+        ProvisionOp(key=f"provision_permission_set:Dev:{acc}", kind=OpKind.PROVISION_PERMISSION_SET, permission_set_name="Dev",
                   permission_set_arn=arn, account_id=acc)
         for acc in ACCOUNTS
     ]  # fmt: skip
@@ -335,7 +337,7 @@ def test_delete_assignments_then_permission_set(
             add_assignment_direct(sandbox, acc, arn, "USER", uid)
     ops = assignment_ops(world, ps="Old", kind=OpKind.DELETE_ASSIGNMENT)
     ops.append(
-        Operation(
+        PermissionSetOp(
             key="delete_permission_set:Old",
             kind=OpKind.DELETE_PERMISSION_SET,
             permission_set_name="Old",
@@ -453,7 +455,7 @@ def big_plan(sandbox: Sandbox, users: dict[str, str]) -> Plan:
     [dev] = [ps.arn for ps in arn.values() if ps.name == "Dev"]
     return Plan(
         operations=[
-            Operation(
+            AssignmentOp(
                 key=f"create_assignment:{acc}:Dev:USER:{name}",
                 kind=OpKind.CREATE_ASSIGNMENT,
                 permission_set_name="Dev",

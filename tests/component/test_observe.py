@@ -20,10 +20,10 @@ from idc_sync.config import SyncConfig
 from idc_sync.guard import withhold_unread_deletions
 from idc_sync.kintone_client import KintoneClient
 from idc_sync.model import (
+    AssignmentOp,
     AssignmentSpec,
     DesiredState,
     ObservedState,
-    Operation,
     OpKind,
     OpResult,
     Plan,
@@ -234,7 +234,7 @@ def test_apply_results_are_folded_into_the_cache(world: dict[str, Any]) -> None:
     )
     plan = Plan(
         operations=[
-            Operation(
+            AssignmentOp(
                 key="d",
                 kind=OpKind.DELETE_ASSIGNMENT,
                 permission_set_name="x",
@@ -242,8 +242,9 @@ def test_apply_results_are_folded_into_the_cache(world: dict[str, Any]) -> None:
                 account_id=victim.account_id,
                 principal_type=victim.principal_type,
                 principal_id=victim.principal_id,
+                principal_name=victim.principal_id,
             ),
-            Operation(
+            AssignmentOp(
                 key="c",
                 kind=OpKind.CREATE_ASSIGNMENT,
                 permission_set_name="x",
@@ -251,8 +252,9 @@ def test_apply_results_are_folded_into_the_cache(world: dict[str, Any]) -> None:
                 account_id=victim.account_id,
                 principal_type="USER",
                 principal_id=newcomer,
+                principal_name=newcomer,
             ),
-            Operation(
+            AssignmentOp(
                 key="later",
                 kind=OpKind.CREATE_ASSIGNMENT,
                 permission_set_name="x",
@@ -260,6 +262,7 @@ def test_apply_results_are_folded_into_the_cache(world: dict[str, Any]) -> None:
                 account_id="999999999999",
                 principal_type="USER",
                 principal_id=newcomer,
+                principal_name=newcomer,
             ),
         ]
     )
@@ -292,7 +295,7 @@ def test_created_assignments_survive_the_next_observe_without_a_re_read(world: d
         ic = sandbox.world.identity_center
         ic.assignments.add(Assignment(account, state.arn, "USER", user.user_id))
         ic.provisioned[(account, state.arn)] = ic.permission_sets[state.arn].version
-    op = Operation(
+    op = AssignmentOp(
         key="c",
         kind=OpKind.CREATE_ASSIGNMENT,
         permission_set_name=state.name,
@@ -300,6 +303,7 @@ def test_created_assignments_survive_the_next_observe_without_a_re_read(world: d
         account_id=account,
         principal_type="USER",
         principal_id=user.user_id,
+        principal_name=user.user_id,
     )
     record_applied(
         cache,

@@ -104,7 +104,7 @@ def test_empty_app_and_exact_page_multiple(apps: Apps) -> None:
 def test_cursor_deleted_when_consumer_stops_early(apps: Apps) -> None:
     apps.add_permission_sets(1200)
     client = apps.client()
-    with client.open_cursor(apps.ps_id, size=100) as records:
+    with client.iter_records(apps.ps_id, size=100) as records:
         for i, _record in enumerate(records):
             if i == 150:
                 break
@@ -128,7 +128,7 @@ def test_no_cursor_is_created_before_iteration(apps: Apps) -> None:
 def test_cursor_deleted_when_consumer_raises(apps: Apps) -> None:
     apps.add_permission_sets(600)
     client = apps.client()
-    with pytest.raises(RuntimeError, match="boom"), client.open_cursor(apps.ps_id) as records:
+    with pytest.raises(RuntimeError, match="boom"), client.iter_records(apps.ps_id) as records:
         for _record in records:
             raise RuntimeError("boom")
     assert apps.live_cursors == 0
