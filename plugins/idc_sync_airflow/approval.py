@@ -129,7 +129,6 @@ class DeletionApprovalOperator(ApprovalOperator):
 def record_decision() -> dict[str, Any]:
     """Store the answer of ``approve_deletions`` (who, when, Approve / Reject / timeout) in the shared
     state and tell admins on Slack. Returns ``{"approved": bool, ...}``."""
-    from idc_sync.audit import AuditStore
     from idc_sync_airflow.slack_outbox import deliver_slack
 
     ctx = get_current_context()
@@ -148,7 +147,7 @@ def record_decision() -> dict[str, Any]:
         responded_by = None
     at = answer.get("responded_at")
     when = approval.parse_time(at) or dt.datetime.now(dt.UTC)
-    store = AuditStore(settings.load_config().audit_path)
+    store = settings.state_store(settings.load_config())
     decisions = approval.record_decision(
         store.read_state(approval.DECISIONS_STATE),
         fp,

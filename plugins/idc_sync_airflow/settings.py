@@ -7,6 +7,7 @@ import os
 
 from airflow.sdk import Variable
 
+from idc_sync.audit import AuditStore
 from idc_sync.config import SyncConfig
 
 AWS_CONN_ID = os.environ.get("IDC_SYNC_AWS_CONN_ID", "aws_default")
@@ -90,3 +91,9 @@ def load_config() -> SyncConfig:
     if raw is None:
         return SyncConfig.from_env()
     return SyncConfig.from_json(raw)
+
+
+def state_store(config: SyncConfig) -> AuditStore:
+    """The shared state store of this deployment (audit artifacts, run memory, references to large task
+    outputs): ``audit_path`` of the configuration."""
+    return AuditStore(config.audit_path)

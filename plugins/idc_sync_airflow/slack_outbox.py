@@ -42,7 +42,7 @@ def deliver_slack(
 
     Returns whether ``payload`` was delivered now (None when there was none: only the pending ones
     were tried). Never raises: Slack being down must not hide the run's real outcome."""
-    store = store or AuditStore(settings.load_config().audit_path)
+    store = store or settings.state_store(settings.load_config())
     try:
         box = outbox.load(store.read_state(outbox.OUTBOX_STATE))
     except Exception as exc:

@@ -84,7 +84,7 @@ def _put(config: SyncConfig, model: Any, name: str) -> dict[str, Any]:
 
     ti = get_current_context()["ti"]
     return state_refs.put(
-        AuditStore(config.audit_path),
+        settings.state_store(config),
         model,
         run_id=str(ti.run_id),
         name=f"{ti.task_id}.{name}",
@@ -96,7 +96,7 @@ def _get(config: SyncConfig, value: Any, model: Any) -> Any:
     """The model behind an XCom value written by :func:`_put` (or inline JSON)."""
     from idc_sync_airflow import state_refs
 
-    return state_refs.get(AuditStore(config.audit_path), value, model)
+    return state_refs.get(settings.state_store(config), value, model)
 
 
 def plan_of(output: dict[str, Any]) -> Plan:
@@ -118,7 +118,7 @@ def _read_kintone(config: SyncConfig, *, full: bool) -> tuple[list[Any], list[An
     requests per app when nothing changed), and the copy to save once the records were parsed."""
     from idc_sync.kintone_incremental import RecordCache, read_records
 
-    store = AuditStore(config.audit_path)
+    store = settings.state_store(config)
     cache = _load_state(store, KINTONE_CACHE_STATE, RecordCache, "reading both apps in full")
     now = dt.datetime.now(dt.UTC)
     options: dict[str, Any] = {
@@ -156,7 +156,7 @@ def extract_kintone() -> dict[str, Any]:
     ps_records, asg_records, cache = _read_kintone(config, full=full)
     desired = parse_desired_state(ps_records, asg_records, config)
     desired.read_at = read_at
-    _save_state(AuditStore(config.audit_path), KINTONE_CACHE_STATE, cache)
+    _save_state(settings.state_store(config), KINTONE_CACHE_STATE, cache)
     log.info(
         "read %d permission set record(s) and %d assignment record(s): %d permission set(s), "
         "%d assignment(s), %d record problem(s)",
@@ -185,7 +185,7 @@ def observe_idc(desired_json: dict[str, Any]) -> dict[str, Any]:
     config = _config()
     desired = _get(config, desired_json, DesiredState)
     clients = _clients(config)
-    store = AuditStore(config.audit_path)
+    store = settings.state_store(config)
     memory = _plan_memory(store)
     read_at = dt.datetime.now(dt.UTC)
 
@@ -247,7 +247,7 @@ def _journal_writer(config: SyncConfig, plan: Plan) -> Any:
     """Apply's write-ahead journal and cache checkpoints (``idc_sync.apply_journal.JournalWriter``)."""
     from idc_sync.apply_journal import JOURNAL_STATE, JournalWriter
 
-    store = AuditStore(config.audit_path)
+    store = settings.state_store(config)
     return JournalWriter(
         get_current_context()["dag_run"].run_id,
         plan,
@@ -277,7 +277,7 @@ def compute_diff(
     config = _config()
     desired = _get(config, desired_json, DesiredState)
     observed = _get(config, observed_out["observed"], ObservedState)
-    store = AuditStore(config.audit_path)
+    store = settings.state_store(config)
     memory = _plan_memory(store)
     plan, problems = _compute_plan(desired, observed, config, params, memory)
     problems = _pending_or_error(problems, scim, config)
@@ -392,7 +392,7 @@ def validate_policies(desired_json: dict[str, Any], diff: dict[str, Any]) -> dic
     clients = _clients(config)
     # Every set is checked every run (stable problems = no repeated comments); Access Analyzer answers are
     # cached by policy text across runs, so an unchanged inline policy costs no call.
-    store = AuditStore(config.audit_path)
+    store = settings.state_store(config)
     cache = _analyzer_cache(store)
     size = len(cache)
     report: ValidationReport = validate_permission_sets(
@@ -496,7 +496,7 @@ def deletion_guard(diff: dict[str, Any], validated: dict[str, Any]) -> dict[str,
     keys = verdict.held if verdict.tripped else [op.key for op in plan.of_kind(*guard.DELETIONS)]
     free = [op.key for op in plan.of_kind(*guard.DELETIONS) if op.key not in set(keys)]
     dry_run = bool(params.get("dry_run"))
-    store = AuditStore(config.audit_path)
+    store = settings.state_store(config)
     now = dt.datetime.now(dt.UTC)
     requests = store.read_state(approval.REQUESTS_STATE) if verdict.tripped else {}
     decision = approval.decide_deletions(
@@ -623,9 +623,9 @@ def _confirm_deletions(
     params = _params()
     ps_records, asg_records, cache = _read_kintone(config, full=False)  # changes since extract_kintone
     desired = parse_desired_state(ps_records, asg_records, config)
-    _save_state(AuditStore(config.audit_path), KINTONE_CACHE_STATE, cache)
+    _save_state(settings.state_store(config), KINTONE_CACHE_STATE, cache)
     observed = resolve_principals(clients, observed, desired)
-    fresh, _ = _compute_plan(desired, observed, config, params, _plan_memory(AuditStore(config.audit_path)))
+    fresh, _ = _compute_plan(desired, observed, config, params, _plan_memory(settings.state_store(config)))
     still = {op.key for op in fresh.of_kind(*guard.DELETIONS)}
     dropped = [op for op in deletions if op.key not in still]
     for op in dropped:
@@ -754,7 +754,7 @@ def _record_applied(config: SyncConfig, plan: Plan, results: list[OpResult]) -> 
 
     if not any(r.done for r in results):
         return
-    store = AuditStore(config.audit_path)
+    store = settings.state_store(config)
     cache = _load_state(store, OBSERVED_CACHE_STATE, ObservedCache, "the next run plans those changes again")
     if cache is not None and record_applied(cache, plan, results, now=time.time()):
         _save_state(store, OBSERVED_CACHE_STATE, cache)
@@ -823,7 +823,7 @@ def notify() -> dict[str, Any]:
     ctx = get_current_context()
     ti, dag_run = ctx["ti"], ctx["dag_run"]
     config = _config()
-    store = AuditStore(config.audit_path)
+    store = settings.state_store(config)
     facts = _run_facts(ctx, config, store)
     outcome = decide_outcome(facts)
     if not facts.dry_run and facts.results:
