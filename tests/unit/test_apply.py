@@ -9,12 +9,8 @@ a barrier (``FakeSso.meet``), not by hoping threads overlap in time.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import logging
 import random
-import threading
-import time
-from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
@@ -44,6 +40,7 @@ from idc_sync.model import (
     ProvisionOp,
     RecordRef,
 )
+from tests.unit.fakes import FakeClients, FakeSso, FakeTime
 
 INSTANCE = "arn:aws:sso:::instance/ssoins-0000000000000001"
 MGMT = "111111111111"
@@ -52,383 +49,7 @@ VIEW = "arn:aws:iam::aws:policy/job-function/ViewOnlyAccess"
 ADMIN = "arn:aws:iam::aws:policy/AdministratorAccess"
 
 
-def client_error(code: str, message: str = "boom", op: str = "Op") -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"RequestId": "r"}}, op
-    )
-
-
-class FakeTime:
-    """Clock advanced by sleep; sleep also yields for real (1 ms) so threads interleave."""
-
-    def __init__(self, real_sleep: float = 0.001) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-        self.real = real_sleep
-        self._lock = threading.Lock()
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
-        if self.real:
-            time.sleep(self.real)
-
-
-class FakeSso:
-    """A tiny sso-admin with scripted faults. Thread-safe; records concurrency per account and overall."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.ids = itertools.count(1)
-        # world
-        self.permission_sets: dict[
-            str, dict[str, Any]
-        ] = {}  # arn -> {Name, Description, ..., tags, managed, ...}
-        self.assignments: set[tuple[str, str, str, str]] = set()
-        self.requests: dict[str, dict[str, Any]] = {}
-        # scripting
-        self.polls_in_progress = 2  # looks (Describe, or a List*Status round) answered IN_PROGRESS
-        self.list_recent: int | None = None  # List*Status shows only this many most recent requests
-        self.list_newest_first = False  # List*Status order (the API documents none)
-        self.errors: dict[str, list[str]] = defaultdict(list)  # operation -> queue of error codes to raise
-        self.always: dict[str, str] = {}  # operation -> error code raised every time
-        self.fail_accounts: dict[str, str] = {}  # account -> FailureReason (async ends FAILED)
-        self.never_finish = False
-        self.call_delay = 0.001  # real seconds spent in mutating calls (lets threads overlap)
-        # concurrency book-keeping (an async request is outstanding until its terminal status is read)
-        self.outstanding_by_account: Counter[str] = Counter()
-        self.max_by_account: Counter[str] = Counter()
-        self.outstanding = 0
-        self.max_outstanding = 0
-        self.provision_outstanding = 0
-        self.max_provision = 0
-        # set by tests that need proof of parallelism: the first ``parties`` async starts wait for each
-        # other, so they are outstanding together by construction (no reliance on threads overlapping
-        # within a millisecond); a serial apply breaks the barrier and fails those operations
-        self.rendezvous: threading.Barrier | None = None
-        self._rendezvous_left = 0
-
-    # -------------------------------------------------------------- helpers
-    def _enter(self, op: str, params: dict[str, Any]) -> None:
-        with self.lock:
-            self.calls.append((op, params))
-            if op in self.always:
-                raise client_error(self.always[op], f"{op} always fails", op)
-            if self.errors.get(op):
-                code = self.errors[op].pop(0)
-                raise client_error(
-                    code,
-                    "There is a conflicting operation in process." if code == "ConflictException" else code,
-                    op,
-                )
-
-    def count(self, op: str) -> int:
-        return sum(1 for name, _ in self.calls if name == op)
-
-    def seed_ps(self, name: str, *, managed: bool = True, **attrs: Any) -> str:
-        arn = f"arn:aws:sso:::permissionSet/ssoins-0000000000000001/ps-{next(self.ids):016x}"
-        self.permission_sets[arn] = {
-            "Name": name,
-            "Description": attrs.get("Description", ""),
-            "SessionDuration": attrs.get("SessionDuration", "PT1H"),
-            "managed": set(attrs.get("managed_policies", [])),
-            "customer": set(attrs.get("customer", [])),
-            "inline": attrs.get("inline"),
-            "boundary": attrs.get("boundary"),
-            "tags": {"managed-by": "idc-sync"} if managed else {"owner": "terraform"},
-        }
-        return arn
-
-    def meet(self, parties: int) -> None:
-        self.rendezvous = threading.Barrier(parties, timeout=30)
-        self._rendezvous_left = parties
-
-    def _start(self, kind: str, account: str, payload: dict[str, Any]) -> dict[str, Any]:
-        time.sleep(self.call_delay)
-        rid = f"req-{next(self.ids)}"
-        with self.lock:
-            meet = self._rendezvous_left > 0
-            self._rendezvous_left -= 1 if meet else 0
-            self.outstanding_by_account[account] += 1
-            self.max_by_account[account] = max(
-                self.max_by_account[account], self.outstanding_by_account[account]
-            )
-            self.outstanding += 1
-            self.max_outstanding = max(self.max_outstanding, self.outstanding)
-            if kind == "provision":
-                self.provision_outstanding += 1
-                self.max_provision = max(self.max_provision, self.provision_outstanding)
-            self.requests[rid] = {
-                "kind": kind,
-                "account": account,
-                "payload": payload,
-                "polls": self.polls_in_progress,
-                "status": "IN_PROGRESS",
-                "reason": None,
-                "seq": len(self.requests),
-            }
-        if meet and self.rendezvous is not None:
-            self.rendezvous.wait()  # outstanding together with the other parties
-        return self._status(rid, first=True)
-
-    def _look(self, rid: str, *, count: bool = True) -> None:
-        """One look at a request (under the lock): the n-th look (n = polls_in_progress) ends it."""
-        req = self.requests[rid]
-        if req["status"] != "IN_PROGRESS":
-            return
-        if count:
-            req["polls"] -= 1
-        if self.never_finish or req["polls"] > 0:
-            return
-        reason = self.fail_accounts.get(req["account"])
-        if reason:
-            req.update(status="FAILED", reason=reason)
-        else:
-            req["status"] = "SUCCEEDED"
-            if req["kind"] == "create":
-                self.assignments.add(req["payload"])
-            elif req["kind"] == "delete":
-                self.assignments.discard(req["payload"])
-        self.outstanding_by_account[req["account"]] -= 1
-        self.outstanding -= 1
-        if req["kind"] == "provision":
-            self.provision_outstanding -= 1
-
-    def _status(self, rid: str, first: bool = False) -> dict[str, Any]:
-        """The creating call answers IN_PROGRESS; the n-th look (Describe or List round) is terminal."""
-        with self.lock:
-            self._look(rid, count=not first)
-            req = self.requests[rid]
-            out = {"Status": req["status"], "RequestId": rid}
-            if req["reason"]:
-                out["FailureReason"] = req["reason"]
-            return out
-
-    def _list_status(self, kind: str, p: dict[str, Any], key: str) -> dict[str, Any]:
-        """List*Status: every listed call is one look at each outstanding request of that kind."""
-        with self.lock:
-            mine = [rid for rid, req in self.requests.items() if req["kind"] == kind]
-            for rid in mine:
-                self._look(rid)
-            if self.list_recent is not None:
-                mine = mine[-self.list_recent :] if self.list_recent else []
-            if self.list_newest_first:
-                mine.reverse()
-            wanted = (p.get("Filter") or {}).get("Status")
-            items = [
-                {"Status": self.requests[rid]["status"], "RequestId": rid, "CreatedDate": 0}
-                for rid in mine
-                if wanted is None or self.requests[rid]["status"] == wanted
-            ]
-        start = int(p.get("NextToken") or 0)
-        size = int(p.get("MaxResults") or 100)
-        out: dict[str, Any] = {key: items[start : start + size]}
-        if start + size < len(items):
-            out["NextToken"] = str(start + size)
-        return out
-
-    # -------------------------------------------------------------- assignments
-    def create_account_assignment(self, **p: Any) -> dict[str, Any]:
-        self._enter("CreateAccountAssignment", p)
-        key = (p["TargetId"], p["PermissionSetArn"], p["PrincipalType"], p["PrincipalId"])
-        return {"AccountAssignmentCreationStatus": self._start("create", p["TargetId"], key)}
-
-    def describe_account_assignment_creation_status(self, **p: Any) -> dict[str, Any]:
-        self._enter("DescribeAccountAssignmentCreationStatus", p)
-        return {"AccountAssignmentCreationStatus": self._status(p["AccountAssignmentCreationRequestId"])}
-
-    def list_account_assignment_creation_status(self, **p: Any) -> dict[str, Any]:
-        self._enter("ListAccountAssignmentCreationStatus", p)
-        return self._list_status("create", p, "AccountAssignmentsCreationStatus")
-
-    def list_account_assignment_deletion_status(self, **p: Any) -> dict[str, Any]:
-        self._enter("ListAccountAssignmentDeletionStatus", p)
-        return self._list_status("delete", p, "AccountAssignmentsDeletionStatus")
-
-    def delete_account_assignment(self, **p: Any) -> dict[str, Any]:
-        self._enter("DeleteAccountAssignment", p)
-        key = (p["TargetId"], p["PermissionSetArn"], p["PrincipalType"], p["PrincipalId"])
-        if key not in self.assignments:
-            raise client_error("ResourceNotFoundException", "assignment not found", "DeleteAccountAssignment")
-        return {"AccountAssignmentDeletionStatus": self._start("delete", p["TargetId"], key)}
-
-    def describe_account_assignment_deletion_status(self, **p: Any) -> dict[str, Any]:
-        self._enter("DescribeAccountAssignmentDeletionStatus", p)
-        return {"AccountAssignmentDeletionStatus": self._status(p["AccountAssignmentDeletionRequestId"])}
-
-    # -------------------------------------------------------------- provisioning
-    def provision_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("ProvisionPermissionSet", p)
-        account = p.get("TargetId") or "ALL"
-        return {"PermissionSetProvisioningStatus": self._start("provision", account, p["PermissionSetArn"])}
-
-    def describe_permission_set_provisioning_status(self, **p: Any) -> dict[str, Any]:
-        self._enter("DescribePermissionSetProvisioningStatus", p)
-        return {"PermissionSetProvisioningStatus": self._status(p["ProvisionPermissionSetRequestId"])}
-
-    # -------------------------------------------------------------- permission sets
-    def create_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("CreatePermissionSet", p)
-        with self.lock:
-            if any(ps["Name"] == p["Name"] for ps in self.permission_sets.values()):
-                raise client_error(
-                    "ConflictException", f"Permission set {p['Name']} already exists", "CreatePermissionSet"
-                )
-        arn = self.seed_ps(p["Name"], managed=False, Description=p.get("Description", ""))
-        self.permission_sets[arn]["tags"] = {t["Key"]: t["Value"] for t in p.get("Tags", [])}
-        return {"PermissionSet": {"Name": p["Name"], "PermissionSetArn": arn}}
-
-    def _ps(self, p: dict[str, Any]) -> dict[str, Any]:
-        ps = self.permission_sets.get(p["PermissionSetArn"])
-        if ps is None:
-            raise client_error("ResourceNotFoundException", "permission set not found")
-        return ps
-
-    def list_permission_sets(self, **p: Any) -> dict[str, Any]:
-        self._enter("ListPermissionSets", p)
-        return {"PermissionSets": list(self.permission_sets)}
-
-    def describe_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("DescribePermissionSet", p)
-        ps = self._ps(p)
-        return {
-            "PermissionSet": {
-                "Name": ps["Name"],
-                "PermissionSetArn": p["PermissionSetArn"],
-                "Description": ps["Description"],
-                "SessionDuration": ps["SessionDuration"],
-            }
-        }
-
-    def list_tags_for_resource(self, **p: Any) -> dict[str, Any]:
-        self._enter("ListTagsForResource", p)
-        ps = self._ps({"PermissionSetArn": p["ResourceArn"]})
-        return {"Tags": [{"Key": k, "Value": v} for k, v in ps["tags"].items()]}
-
-    def update_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("UpdatePermissionSet", p)
-        ps = self._ps(p)
-        ps["Description"] = p.get("Description", ps["Description"])
-        ps["SessionDuration"] = p.get("SessionDuration", ps["SessionDuration"])
-        return {}
-
-    def list_managed_policies_in_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("ListManagedPoliciesInPermissionSet", p)
-        return {
-            "AttachedManagedPolicies": [
-                {"Arn": a, "Name": a.rsplit("/", 1)[1]} for a in self._ps(p)["managed"]
-            ]
-        }
-
-    def attach_managed_policy_to_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("AttachManagedPolicyToPermissionSet", p)
-        ps = self._ps(p)
-        if p["ManagedPolicyArn"] in ps["managed"]:
-            raise client_error(
-                "ConflictException", "Policy is already attached", "AttachManagedPolicyToPermissionSet"
-            )
-        ps["managed"].add(p["ManagedPolicyArn"])
-        return {}
-
-    def detach_managed_policy_from_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("DetachManagedPolicyFromPermissionSet", p)
-        ps = self._ps(p)
-        if p["ManagedPolicyArn"] not in ps["managed"]:
-            raise client_error("ResourceNotFoundException", "not attached")
-        ps["managed"].discard(p["ManagedPolicyArn"])
-        return {}
-
-    def list_customer_managed_policy_references_in_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("ListCustomerManagedPolicyReferencesInPermissionSet", p)
-        return {
-            "CustomerManagedPolicyReferences": [{"Name": n, "Path": pa} for n, pa in self._ps(p)["customer"]]
-        }
-
-    def attach_customer_managed_policy_reference_to_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("AttachCustomerManagedPolicyReferenceToPermissionSet", p)
-        ref = p["CustomerManagedPolicyReference"]
-        key = (ref["Name"], ref.get("Path", "/"))
-        ps = self._ps(p)
-        if key in ps["customer"]:
-            raise client_error("ConflictException", "already attached")
-        ps["customer"].add(key)
-        return {}
-
-    def detach_customer_managed_policy_reference_from_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("DetachCustomerManagedPolicyReferenceFromPermissionSet", p)
-        ref = p["CustomerManagedPolicyReference"]
-        self._ps(p)["customer"].discard((ref["Name"], ref.get("Path", "/")))
-        return {}
-
-    def get_inline_policy_for_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("GetInlinePolicyForPermissionSet", p)
-        return {"InlinePolicy": self._ps(p)["inline"] or ""}
-
-    def put_inline_policy_to_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("PutInlinePolicyToPermissionSet", p)
-        self._ps(p)["inline"] = p["InlinePolicy"]
-        return {}
-
-    def delete_inline_policy_from_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("DeleteInlinePolicyFromPermissionSet", p)
-        self._ps(p)["inline"] = None
-        return {}
-
-    def get_permissions_boundary_for_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("GetPermissionsBoundaryForPermissionSet", p)
-        b = self._ps(p)["boundary"]
-        if b is None:
-            raise client_error("ResourceNotFoundException", "no boundary")
-        return {"PermissionsBoundary": b}
-
-    def put_permissions_boundary_to_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("PutPermissionsBoundaryToPermissionSet", p)
-        self._ps(p)["boundary"] = p["PermissionsBoundary"]
-        return {}
-
-    def delete_permissions_boundary_from_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("DeletePermissionsBoundaryFromPermissionSet", p)
-        self._ps(p)["boundary"] = None
-        return {}
-
-    def delete_permission_set(self, **p: Any) -> dict[str, Any]:
-        self._enter("DeletePermissionSet", p)
-        with self.lock:
-            if p["PermissionSetArn"] not in self.permission_sets:
-                raise client_error("ResourceNotFoundException", "gone")
-            if any(a[1] == p["PermissionSetArn"] for a in self.assignments):
-                raise client_error("ConflictException", "permission set has assignments")
-            del self.permission_sets[p["PermissionSetArn"]]
-        return {}
-
-
-class Clients:
-    def __init__(self, sso: FakeSso) -> None:
-        self.sso_admin = sso
-        self.identitystore = self.organizations = self.iam = self.accessanalyzer = None
-
-
 # --------------------------------------------------------------------------- fixtures and builders
-@pytest.fixture
-def fake() -> FakeSso:
-    return FakeSso()
-
-
-@pytest.fixture
-def ft() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-def opts(ft: FakeTime) -> ApplyOptions:
-    return ApplyOptions(sleep=ft.sleep, clock=ft.clock, rng=random.Random(1), max_attempts=5)
-
-
 def observed(fake: FakeSso | None = None, **kw: Any) -> ObservedState:
     pss: dict[str, PermissionSetState] = {}
     if fake is not None:
@@ -484,7 +105,7 @@ def test_poll_in_progress_then_succeeded(fake: FakeSso, ft: FakeTime, opts: Appl
     fake.polls_in_progress = 3
     plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
     [res] = apply_assignments(
-        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
     )
     assert res.status == "succeeded", res.message
     assert res.request_id and res.request_id.startswith("req-")
@@ -505,7 +126,7 @@ def test_one_list_call_follows_many_requests(fake: FakeSso, opts: ApplyOptions) 
     fake.meet(10)  # the ten are outstanding together by construction
     ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(10)]
     results = apply_assignments(
-        Clients(fake),
+        FakeClients(fake),
         Plan(operations=ops),
         observed(fake),
         SyncConfig(assignment_concurrency=10),
@@ -527,7 +148,7 @@ def test_request_missing_from_the_list_is_described(fake: FakeSso, ft: FakeTime,
     fake.list_recent = 0  # the list shows nothing
     plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
     [res] = apply_assignments(
-        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
     )
     assert res.status == "succeeded", res.message
     describes = fake.count("DescribeAccountAssignmentCreationStatus")
@@ -542,7 +163,12 @@ def test_failed_request_gets_its_reason_from_describe(fake: FakeSso, opts: Apply
     fake.list_newest_first = True
     ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(3)]
     results = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake),
+        Plan(operations=ops),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"Dev": arn},
+        options=opts,
     )
     assert [r.status for r in results] == ["succeeded", "failed", "succeeded"]
     assert "FAILED: Received a 403 status error: Access denied by IAM" in results[1].message
@@ -562,7 +188,9 @@ def test_poll_interval_slows_down_while_nothing_changes_and_is_capped(fake: Fake
     opts = ApplyOptions(sleep=ft.sleep, clock=ft.clock, rng=random.Random(1))
     cfg = SyncConfig(async_timeout_seconds=120)
     plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
-    [res] = apply_assignments(Clients(fake), plan, observed(fake), cfg, ps_arns={"Dev": arn}, options=opts)
+    [res] = apply_assignments(
+        FakeClients(fake), plan, observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
+    )
     assert res.status == "failed" and "still IN_PROGRESS after 120s" in res.message
     assert ft.sleeps[:10] == pytest.approx([0.5] * 10)
     assert max(ft.sleeps) == pytest.approx(5.0)
@@ -574,7 +202,7 @@ def test_conflict_retried_then_succeeds(fake: FakeSso, ft: FakeTime, opts: Apply
     fake.errors["CreateAccountAssignment"] = ["ConflictException"] * 3
     plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
     [res] = apply_assignments(
-        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
     )
     assert res.status == "succeeded", res.message
     assert res.attempts == 4
@@ -594,7 +222,7 @@ def test_backoff_is_exponential_full_jitter_and_bounded(fake: FakeSso, ft: FakeT
     )
     plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
     [res] = apply_assignments(
-        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
     )
     assert res.status == "failed"
     assert "ConflictException" in res.message and "next run" in res.message
@@ -612,7 +240,7 @@ def test_throttling_retried(fake: FakeSso, opts: ApplyOptions) -> None:
     fake.errors["DescribeAccountAssignmentCreationStatus"] = ["ThrottlingException"]
     plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
     [res] = apply_assignments(
-        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
     )
     assert res.status == "succeeded"
     assert res.attempts == 4  # 2 retries of the create + 1 retry of a poll
@@ -630,7 +258,7 @@ def test_non_retryable_errors_fail_fast_and_others_continue(
     ops += [asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn, user="bob")]
     plan = Plan(operations=ops)
     results = apply_assignments(
-        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
     )
     assert [r.status for r in results] == ["failed", "succeeded"]
     assert results[0].attempts == 1
@@ -643,7 +271,12 @@ def test_failed_async_status_reports_failure_reason(fake: FakeSso, opts: ApplyOp
     fake.fail_accounts["200000000002"] = "Received a 403 status error: Access denied by IAM"
     ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(4, 200000000000)]
     results = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake),
+        Plan(operations=ops),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"Dev": arn},
+        options=opts,
     )
     by_acc = {r.key.split(":")[1]: r for r in results}
     assert by_acc["200000000002"].status == "failed"
@@ -660,7 +293,9 @@ def test_async_timeout(fake: FakeSso, ft: FakeTime) -> None:
     opts = ApplyOptions(sleep=ft.sleep, clock=ft.clock, rng=random.Random(1))
     cfg = SyncConfig(async_timeout_seconds=60)
     plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
-    [res] = apply_assignments(Clients(fake), plan, observed(fake), cfg, ps_arns={"Dev": arn}, options=opts)
+    [res] = apply_assignments(
+        FakeClients(fake), plan, observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
+    )
     assert res.status == "failed"
     assert "still IN_PROGRESS after 60s" in res.message
     assert sum(ft.sleeps) <= 60.0 + 1e-6
@@ -684,7 +319,12 @@ def test_unexpected_exception_is_one_failed_result(fake: FakeSso, opts: ApplyOpt
         asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn, user="bob"),
     ]
     results = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake),
+        Plan(operations=ops),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"Dev": arn},
+        options=opts,
     )
     assert [r.status for r in results] == ["failed", "succeeded"]
     assert "unexpected error: KeyError" in results[0].message
@@ -699,7 +339,7 @@ def test_assignment_concurrency_bounds(fake: FakeSso, opts: ApplyOptions) -> Non
     cfg = SyncConfig(assignment_concurrency=10)
     fake.meet(2)
     results = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake), Plan(operations=ops), observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
     )
     assert count_by_status(results) == {
         "succeeded": 90,
@@ -718,7 +358,7 @@ def test_assignment_concurrency_config_respected(fake: FakeSso, opts: ApplyOptio
     ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(12)]
     cfg = SyncConfig(assignment_concurrency=3)
     apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake), Plan(operations=ops), observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
     )
     assert fake.max_outstanding <= 3
 
@@ -738,7 +378,7 @@ def test_provisioning_concurrency_bounds(fake: FakeSso, opts: ApplyOptions) -> N
     ]
     fake.meet(2)
     results = apply_permission_sets(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts
+        FakeClients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts
     )
     assert count_by_status(results)["succeeded"] == 20
     assert fake.max_provision <= 3
@@ -762,10 +402,15 @@ def test_management_account_refused_locally(fake: FakeSso, opts: ApplyOptions) -
         account_id=MGMT,
     )
     results = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake),
+        Plan(operations=ops),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"Dev": arn},
+        options=opts,
     )
     results += apply_permission_sets(
-        Clients(fake), Plan(operations=[prov]), observed(fake), SyncConfig(), options=opts
+        FakeClients(fake), Plan(operations=[prov]), observed(fake), SyncConfig(), options=opts
     )
     assert [r.status for r in results] == ["failed", "failed", "succeeded", "failed"]
     for r in (results[0], results[1], results[3]):
@@ -786,7 +431,7 @@ def test_unmanaged_permission_set_is_read_only(fake: FakeSso, opts: ApplyOptions
         ),
     ]
     results = apply_permission_sets(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts
+        FakeClients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts
     )
     assert results[0].status == "failed" and "not managed by idc-sync" in results[0].message
     asg_ops = [asg(OpKind.DELETE_ASSIGNMENT, "200000000001", ps="ControlTower", arn=arn)]
@@ -799,7 +444,7 @@ def test_unmanaged_permission_set_is_read_only(fake: FakeSso, opts: ApplyOptions
         )
     ]
     results = apply_assignments(
-        Clients(fake),
+        FakeClients(fake),
         Plan(operations=asg_ops + del_ops),
         observed(fake),
         SyncConfig(),
@@ -809,7 +454,7 @@ def test_unmanaged_permission_set_is_read_only(fake: FakeSso, opts: ApplyOptions
     assert [r.status for r in results] == ["failed", "skipped"]  # the set keeps an assignment: not deleted
     assert "refused" in results[0].message
     [res] = apply_permission_set_deletions(
-        Clients(fake), Plan(operations=del_ops), observed(fake), SyncConfig(), options=opts
+        FakeClients(fake), Plan(operations=del_ops), observed(fake), SyncConfig(), options=opts
     )
     assert res.status == "failed" and "not managed by idc-sync" in res.message
     mutating = {name for name, _ in fake.calls if not name.startswith(("List", "Describe", "Get"))}
@@ -829,7 +474,7 @@ def test_permission_set_provisioned_to_management_is_refused(fake: FakeSso, opts
             spec=spec,
         )
     ]
-    [res] = apply_permission_sets(Clients(fake), Plan(operations=ops), obs, SyncConfig(), options=opts)
+    [res] = apply_permission_sets(FakeClients(fake), Plan(operations=ops), obs, SyncConfig(), options=opts)
     assert res.status == "failed"
     assert "provisioned to the management account" in res.message
     assert fake.count("UpdatePermissionSet") == 0
@@ -853,7 +498,7 @@ def test_create_permission_set_full_definition(fake: FakeSso, opts: ApplyOptions
             )
         ]
     )
-    [res] = apply_permission_sets(Clients(fake), plan, observed(), SyncConfig(), options=opts)
+    [res] = apply_permission_sets(FakeClients(fake), plan, observed(), SyncConfig(), options=opts)
     assert res.status == "succeeded", res.message
     assert res.permission_set_arn in fake.permission_sets
     ps = fake.permission_sets[res.permission_set_arn]
@@ -879,7 +524,7 @@ def test_create_permission_set_rerun_adopts_tagged_duplicate(fake: FakeSso, opts
             )
         ]
     )
-    [res] = apply_permission_sets(Clients(fake), plan, observed(), SyncConfig(), options=opts)
+    [res] = apply_permission_sets(FakeClients(fake), plan, observed(), SyncConfig(), options=opts)
     assert res.status == "succeeded", res.message
     assert res.permission_set_arn == arn
     assert "already existed" in res.message
@@ -898,7 +543,7 @@ def test_create_permission_set_duplicate_not_owned_fails(fake: FakeSso, opts: Ap
             )
         ]
     )
-    [res] = apply_permission_sets(Clients(fake), plan, observed(), SyncConfig(), options=opts)
+    [res] = apply_permission_sets(FakeClients(fake), plan, observed(), SyncConfig(), options=opts)
     assert res.status == "failed"
     assert "already exists and is not managed by idc-sync" in res.message
     assert res.permission_set_arn is None
@@ -915,7 +560,7 @@ def test_create_permission_set_transient_conflict_retried(fake: FakeSso, opts: A
             )
         ]
     )
-    [res] = apply_permission_sets(Clients(fake), plan, observed(), SyncConfig(), options=opts)
+    [res] = apply_permission_sets(FakeClients(fake), plan, observed(), SyncConfig(), options=opts)
     assert res.status == "succeeded", res.message
     assert len(fake.permission_sets) == 1
 
@@ -936,7 +581,7 @@ def test_attach_conflict_when_already_attached_counts_as_done(fake: FakeSso, opt
             )
         ]
     )
-    [res] = apply_permission_sets(Clients(fake), plan, obs, SyncConfig(), options=opts)
+    [res] = apply_permission_sets(FakeClients(fake), plan, obs, SyncConfig(), options=opts)
     assert res.status == "succeeded", res.message
     assert res.attempts == 1
     assert fake.count("AttachManagedPolicyToPermissionSet") == 1
@@ -973,7 +618,7 @@ def test_update_computes_the_diff(fake: FakeSso, opts: ApplyOptions) -> None:
             )
         ]
     )
-    [res] = apply_permission_sets(Clients(fake), plan, obs, SyncConfig(), options=opts)
+    [res] = apply_permission_sets(FakeClients(fake), plan, obs, SyncConfig(), options=opts)
     assert res.status == "succeeded", res.message
     ps = fake.permission_sets[arn]
     assert (ps["Description"], ps["SessionDuration"]) == ("new", "PT2H")
@@ -1007,7 +652,7 @@ def test_update_same_inline_policy_reformatted_is_not_rewritten(fake: FakeSso, o
             )
         ]
     )
-    [res] = apply_permission_sets(Clients(fake), plan, observed(fake), SyncConfig(), options=opts)
+    [res] = apply_permission_sets(FakeClients(fake), plan, observed(fake), SyncConfig(), options=opts)
     assert res.status == "succeeded"
     assert fake.count("PutInlinePolicyToPermissionSet") == 0
 
@@ -1017,7 +662,12 @@ def test_rerun_converges_without_duplicates(fake: FakeSso, opts: ApplyOptions) -
     ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(5)]
     fake.fail_accounts["200000000003"] = "Received a 403 status error"
     first = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake),
+        Plan(operations=ops),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"Dev": arn},
+        options=opts,
     )
     assert count_by_status(first) == {
         "succeeded": 4,
@@ -1028,7 +678,12 @@ def test_rerun_converges_without_duplicates(fake: FakeSso, opts: ApplyOptions) -
     }
     fake.fail_accounts.clear()
     again = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake),
+        Plan(operations=ops),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"Dev": arn},
+        options=opts,
     )
     assert count_by_status(again) == {
         "succeeded": 5,
@@ -1048,7 +703,12 @@ def test_delete_assignment_already_gone_is_already_in_place(fake: FakeSso, opts:
         asg(OpKind.DELETE_ASSIGNMENT, "200000000002", arn=arn),
     ]
     results = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake),
+        Plan(operations=ops),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"Dev": arn},
+        options=opts,
     )
     assert [(r.status, r.message) for r in results] == [
         ("succeeded", "removed"),
@@ -1069,11 +729,11 @@ def test_assignments_of_a_failed_create_are_skipped(fake: FakeSso, opts: ApplyOp
     ]
     plan = Plan(operations=ops)
     obs = observed(fake)
-    ps_results = apply_permission_sets(Clients(fake), plan, obs, SyncConfig(), options=opts)
+    ps_results = apply_permission_sets(FakeClients(fake), plan, obs, SyncConfig(), options=opts)
     assert [r.status for r in ps_results] == ["failed", "skipped"]
     assert "quota" in ps_results[0].message
     arns = permission_set_arns(plan, obs, ps_results)
-    [res] = apply_assignments(Clients(fake), plan, obs, SyncConfig(), ps_arns=arns, options=opts)
+    [res] = apply_assignments(FakeClients(fake), plan, obs, SyncConfig(), ps_arns=arns, options=opts)
     assert res.status == "skipped" and "does not exist yet" in res.message
     assert fake.count("CreateAccountAssignment") == 0
 
@@ -1088,9 +748,9 @@ def test_created_permission_set_arn_reaches_assignments(fake: FakeSso, opts: App
     ]
     plan = Plan(operations=ops)
     obs = observed(fake)
-    ps_results = apply_permission_sets(Clients(fake), plan, obs, SyncConfig(), options=opts)
+    ps_results = apply_permission_sets(FakeClients(fake), plan, obs, SyncConfig(), options=opts)
     arns = permission_set_arns(plan, obs, ps_results)
-    [res] = apply_assignments(Clients(fake), plan, obs, SyncConfig(), ps_arns=arns, options=opts)
+    [res] = apply_assignments(FakeClients(fake), plan, obs, SyncConfig(), ps_arns=arns, options=opts)
     assert res.status == "succeeded"
     assert res.permission_set_arn == arns["New"]
 
@@ -1110,7 +770,12 @@ def test_permission_set_deleted_after_its_assignments(fake: FakeSso, opts: Apply
     ]
     ops = [asg(OpKind.DELETE_ASSIGNMENT, a, ps="Old", arn=arn) for a in accounts(3)] + ops
     results = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Old": arn}, options=opts
+        FakeClients(fake),
+        Plan(operations=ops),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"Old": arn},
+        options=opts,
     )
     assert [r.status for r in results] == ["succeeded"] * 4
     assert results[-1].kind == OpKind.DELETE_PERMISSION_SET and results[-1].message == "deleted"
@@ -1138,7 +803,12 @@ def test_permission_set_deletion_skipped_when_assignment_deletion_failed(
         )
     )
     results = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Old": arn}, options=opts
+        FakeClients(fake),
+        Plan(operations=ops),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"Old": arn},
+        options=opts,
     )
     assert [r.status for r in results] == ["succeeded", "failed", "skipped"]
     assert fake.count("DeletePermissionSet") == 0
@@ -1157,7 +827,7 @@ def test_permission_set_deletion_idempotent(fake: FakeSso, opts: ApplyOptions) -
         )
     ]
     [res] = apply_permission_set_deletions(
-        Clients(fake), Plan(operations=ops), obs, SyncConfig(), options=opts
+        FakeClients(fake), Plan(operations=ops), obs, SyncConfig(), options=opts
     )
     assert (res.status, res.message) == ("already_in_place", "already gone")
 
@@ -1173,7 +843,9 @@ def test_apply_permission_sets_ignores_deletions(fake: FakeSso, opts: ApplyOptio
         )
     ]
     assert (
-        apply_permission_sets(Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts)
+        apply_permission_sets(
+            FakeClients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts
+        )
         == []
     )
     assert fake.count("DeletePermissionSet") == 0
@@ -1206,7 +878,7 @@ def test_provision_all_accounts_and_skip_after_failed_update(fake: FakeSso, opts
         ),
     ]
     results = apply_permission_sets(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts
+        FakeClients(fake), Plan(operations=ops), observed(fake), SyncConfig(), options=opts
     )
     assert [(r.key, r.status) for r in results] == [
         ("update:A", "failed"),
@@ -1227,7 +899,7 @@ def test_progress_logging(fake: FakeSso, ft: FakeTime, caplog: pytest.LogCapture
     log = logging.getLogger("test.apply")
     with caplog.at_level(logging.INFO, logger="test.apply"):
         apply_assignments(
-            Clients(fake),
+            FakeClients(fake),
             Plan(operations=ops),
             observed(fake),
             SyncConfig(),
@@ -1258,7 +930,7 @@ def test_progress_logging_by_time(fake: FakeSso, ft: FakeTime, caplog: pytest.Lo
     log = logging.getLogger("test.apply.time")
     with caplog.at_level(logging.INFO, logger="test.apply.time"):
         apply_assignments(
-            Clients(fake),
+            FakeClients(fake),
             Plan(operations=ops),
             observed(fake),
             SyncConfig(),
@@ -1298,7 +970,12 @@ def test_results_are_json_serialisable(fake: FakeSso, opts: ApplyOptions) -> Non
     arn = fake.seed_ps("Dev")
     ops = [asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)]
     [res] = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake),
+        Plan(operations=ops),
+        observed(fake),
+        SyncConfig(),
+        ps_arns={"Dev": arn},
+        options=opts,
     )
     dumped = res.model_dump(mode="json")
     assert dumped["kind"] == "create_assignment" and dumped["status"] == "succeeded"
@@ -1318,11 +995,11 @@ def test_half_created_permission_set_is_not_assigned(fake: FakeSso, opts: ApplyO
     ]
     plan = Plan(operations=ops)
     obs = observed(fake)
-    [created] = apply_permission_sets(Clients(fake), plan, obs, SyncConfig(), options=opts)
+    [created] = apply_permission_sets(FakeClients(fake), plan, obs, SyncConfig(), options=opts)
     assert created.status == "failed" and created.permission_set_arn is None
     assert "definition is incomplete" in created.message and len(fake.permission_sets) == 1
     [res] = apply_assignments(
-        Clients(fake),
+        FakeClients(fake),
         plan,
         obs,
         SyncConfig(),
@@ -1380,7 +1057,7 @@ def test_newest_record_is_served_first_with_one_worker(fake: FakeSso, opts: Appl
     newest = with_records(asg(OpKind.CREATE_ASSIGNMENT, "299999999999", arn=arn), rec(28))
     plan = Plan(operations=[*ops, newest])
     results = apply_assignments(
-        Clients(fake),
+        FakeClients(fake),
         plan,
         observed(fake),
         SyncConfig(assignment_concurrency=1),
@@ -1405,7 +1082,7 @@ def test_deadline_defers_what_has_not_started(fake: FakeSso, ft: FakeTime, opts:
     ]
     cfg = SyncConfig(assignment_concurrency=1, apply_budget_seconds=2.5)
     results = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake), Plan(operations=ops), observed(fake), cfg, ps_arns={"Dev": arn}, options=opts
     )
     assert [r.status for r in results] == ["succeeded"] * 3 + ["deferred"] * 3  # newest first
     assert count_by_status(results) == {
@@ -1430,7 +1107,7 @@ def test_deadline_awaits_what_is_in_flight(fake: FakeSso, ft: FakeTime) -> None:
     opts = ApplyOptions(sleep=ft.sleep, clock=ft.clock, rng=random.Random(1), deadline=ft.now + 1.0)
     ops = [asg(OpKind.CREATE_ASSIGNMENT, a, arn=arn) for a in accounts(9)]
     results = apply_assignments(
-        Clients(fake),
+        FakeClients(fake),
         Plan(operations=ops),
         observed(fake),
         SyncConfig(assignment_concurrency=3),
@@ -1469,7 +1146,7 @@ def test_dependencies_hold_under_the_deadline(fake: FakeSso, ft: FakeTime, opts:
     plan = Plan(operations=[*newer, replacement, move, removal, delete_old])
     cfg = SyncConfig(assignment_concurrency=1, apply_budget_seconds=2.5)
     results = apply_assignments(
-        Clients(fake), plan, observed(fake), cfg, ps_arns={"Dev2": dev2, "Old": old}, options=opts
+        FakeClients(fake), plan, observed(fake), cfg, ps_arns={"Dev2": dev2, "Old": old}, options=opts
     )
     status = {r.key: r.status for r in results}
     assert status[removal.key] == "succeeded"  # the revocation went first
@@ -1492,7 +1169,7 @@ def test_move_runs_after_its_replacement_within_the_budget(fake: FakeSso, opts: 
         asg(OpKind.DELETE_ASSIGNMENT, "200000000100", ps="Old", arn=old), depends_on=[replacement.key]
     )
     results = apply_assignments(
-        Clients(fake),
+        FakeClients(fake),
         Plan(operations=[move, replacement]),
         observed(fake),
         SyncConfig(),
@@ -1524,7 +1201,7 @@ def test_throttling_already_retried_by_botocore_is_not_retried_again(
     fake.create_account_assignment = create  # type: ignore[method-assign]
     plan = Plan(operations=[asg(OpKind.CREATE_ASSIGNMENT, "200000000001", arn=arn)])
     [res] = apply_assignments(
-        Clients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
+        FakeClients(fake), plan, observed(fake), SyncConfig(), ps_arns={"Dev": arn}, options=opts
     )
     assert res.status == "failed" and res.attempts == 1
     assert fake.count("CreateAccountAssignment") == 1
@@ -1571,7 +1248,7 @@ def test_no_permission_set_deletion_starts_after_the_deadline(
     ]
     late = ApplyOptions(sleep=ft.sleep, clock=ft.clock, deadline=ft.now)  # already reached
     [res] = apply_assignments(
-        Clients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={}, options=late
+        FakeClients(fake), Plan(operations=ops), observed(fake), SyncConfig(), ps_arns={}, options=late
     )
     assert res.status == "deferred" and res.message.startswith("deferred to the next run")
     assert fake.count("DeletePermissionSet") == 0 and arn in fake.permission_sets
@@ -1584,7 +1261,7 @@ def test_a_dependency_cycle_ends_skipped_not_hung(fake: FakeSso, opts: ApplyOpti
     a.depends_on, b.depends_on = [b.key], [a.key]
     ok = asg(OpKind.CREATE_ASSIGNMENT, "200000000003", arn=arn)
     results = apply_assignments(
-        Clients(fake),
+        FakeClients(fake),
         Plan(operations=[a, b, ok]),
         observed(fake),
         SyncConfig(),

@@ -11,10 +11,10 @@ from idc_sync.config import SyncConfig
 from idc_sync.guard import evaluate_guard, permission_set_deletion_reasons
 from idc_sync.model import RECORD_ID_TAG, DesiredState, Operation, OpKind, PermissionSetOp, Plan
 from idc_sync.plan import PlanMemory, compute_plan, next_memory, render_plan
-from tests.unit.test_apply import Clients, FakeSso, fake, ft, opts  # noqa: F401 (fixtures)
+from tests.unit.builders import A1, A2, TAG, TODAY, asg, held, observed, ps_rec, spec, state
+from tests.unit.fakes import FakeClients, FakeSso
 from tests.unit.test_apply import asg as asg_op
 from tests.unit.test_apply import observed as fake_observed
-from tests.unit.test_plan import A1, A2, TAG, TODAY, asg, held, observed, ps_rec, spec, state
 
 LAX = SyncConfig(max_deletions=1000, max_deletion_ratio=1.0)  # thresholds that never trip
 
@@ -158,7 +158,7 @@ def test_a_new_record_reusing_the_old_name_is_not_a_rename() -> None:
 
 
 # --------------------------------------------------------------------------- apply: moves wait
-def test_removal_waits_when_the_new_assignment_was_not_created(fake: FakeSso, opts) -> None:  # noqa: F811
+def test_removal_waits_when_the_new_assignment_was_not_created(fake: FakeSso, opts) -> None:
     old = fake.seed_ps("Dev")
     new = fake.seed_ps("Dev2")
     a_ok, a_bad = "200000000001", "200000000002"
@@ -181,7 +181,7 @@ def test_removal_waits_when_the_new_assignment_was_not_created(fake: FakeSso, op
         )
     )
     results = apply_assignments(
-        Clients(fake),
+        FakeClients(fake),
         Plan(operations=ops),
         fake_observed(fake),
         SyncConfig(),

@@ -15,7 +15,7 @@ from idc_sync.model import (
     Skipped,
 )
 from idc_sync.outcome import RunFacts, decide_outcome, feedback_state_after
-from tests.unit.test_plan import A1, observed, plan_of, spec, state
+from tests.unit.builders import A1, observed, plan_of, spec, state
 
 REF = RecordRef(app="assignments", app_id="2", record_id="7", mentions=("alice",))
 WANTS = AssignmentSpec(

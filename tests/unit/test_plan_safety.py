@@ -8,7 +8,7 @@ from idc_sync.config import SyncConfig
 from idc_sync.guard import deletions_table, evaluate_guard, withhold_deletions
 from idc_sync.model import Cause, DesiredState, OpKind
 from idc_sync.plan import MANAGEMENT_PROVISIONED, PlanMemory, compute_plan, next_memory
-from tests.unit.test_plan import A1, A2, A5, MGMT, TODAY, asg, held, observed, spec, state
+from tests.unit.builders import A1, A2, A5, MGMT, TODAY, asg, held, observed, spec, state
 
 CFG = SyncConfig()
 

@@ -11,7 +11,6 @@ import logging
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from idc_sync import messages
 from idc_sync.config import SyncConfig
@@ -40,6 +39,7 @@ from idc_sync.problems import REGISTRY
 from idc_sync.records import parse_desired_state
 from idc_sync.scim import escalate_missing_principals
 from idc_sync.validation import validate_permission_sets
+from tests.unit.fakes import FakeAnalyzer, FakeClients, FakeIam
 
 CONFIG = SyncConfig()
 TODAY = dt.date(2030, 1, 29)
@@ -143,45 +143,18 @@ def record_problems() -> list[Problem]:
 
 
 # --------------------------------------------------------------------------- validation.py
-def _error(code: str) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": f"{code} message"}}, "Op")
-
-
-class _Iam:
-    def __init__(self, down: bool = False) -> None:
-        self.down = down
-
-    def get_policy(self, PolicyArn: str) -> dict[str, Any]:
-        if self.down:
-            raise _error("AccessDenied")
-        if PolicyArn != RO:
-            raise _error("NoSuchEntity")
-        return {"Policy": {"Arn": PolicyArn}}
-
-
-class _Analyzer:
-    def __init__(self, error: str | None = None) -> None:
-        self.error = error
-
-    def validate_policy(self, **params: Any) -> dict[str, Any]:
-        if self.error:
-            raise _error(self.error)
-        findings = [
-            {
-                "findingType": kind,
-                "issueCode": f"ISSUE_{kind}",
-                "findingDetails": "details",
-                "learnMoreLink": "https://docs.aws.amazon.com/x",
-                "locations": [{"span": {"start": {"line": 1, "column": 2}}}],
-            }
-            for kind in ("ERROR", "SECURITY_WARNING", "WARNING", "SUGGESTION")
-        ]
-        return {"findings": findings}
-
-
-class _Clients:
-    def __init__(self, iam: _Iam, analyzer: _Analyzer) -> None:
-        self.iam, self.accessanalyzer = iam, analyzer
+def _findings() -> list[dict[str, Any]]:
+    """One Access Analyzer finding of each type."""
+    return [
+        {
+            "findingType": kind,
+            "issueCode": f"ISSUE_{kind}",
+            "findingDetails": "details",
+            "learnMoreLink": "https://docs.aws.amazon.com/x",
+            "locations": [{"span": {"start": {"line": 1, "column": 2}}}],
+        }
+        for kind in ("ERROR", "SECURITY_WARNING", "WARNING", "SUGGESTION")
+    ]
 
 
 def _spec(name: str, rid: int, **kw: Any) -> PermissionSetSpec:
@@ -234,11 +207,13 @@ def validation_problems() -> list[Problem]:
         ),
     ]
     desired = DesiredState(permission_sets={s.name: s for s in specs})
-    problems = validate_permission_sets(desired, _Clients(_Iam(), _Analyzer()), CONFIG).problems
+    problems = validate_permission_sets(
+        desired, FakeClients(iam=FakeIam({RO}), accessanalyzer=FakeAnalyzer([_findings()])), CONFIG
+    ).problems
     one = DesiredState(permission_sets={"Refs": specs[11], "Analyzed": specs[12]})
     for clients in (
-        _Clients(_Iam(down=True), _Analyzer("ValidationException")),
-        _Clients(_Iam(), _Analyzer("AccessDeniedException")),
+        FakeClients(iam=FakeIam(set(), down=True), accessanalyzer=FakeAnalyzer(always="ValidationException")),
+        FakeClients(iam=FakeIam({RO}), accessanalyzer=FakeAnalyzer(always="AccessDeniedException")),
     ):
         problems += validate_permission_sets(one, clients, CONFIG).problems
     return problems

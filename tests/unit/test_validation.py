@@ -8,7 +8,6 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
 from test_records import CONFIG, ps_record
 
 from idc_sandbox.core import FaultRule, Sandbox
@@ -37,6 +36,7 @@ from idc_sync.validation import (
     suggest_managed_policies,
     validate_permission_sets,
 )
+from tests.unit.fakes import FakeAnalyzer, FakeClients, FakeIam, client_error
 
 RO = "arn:aws:iam::aws:policy/ReadOnlyAccess"
 VIEW = "arn:aws:iam::aws:policy/job-function/ViewOnlyAccess"
@@ -314,54 +314,6 @@ def test_no_suggestion_for_nonsense() -> None:
 
 
 # --------------------------------------------------------------------------- AWS checks with fakes
-def client_error(code: str, status: int = 400) -> ClientError:
-    return ClientError(
-        {
-            "Error": {"Code": code, "Message": f"{code} message"},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        },
-        "Op",
-    )
-
-
-class FakeIam:
-    def __init__(self, existing: set[str]) -> None:
-        self.existing = existing
-        self.calls: list[str] = []
-
-    def get_policy(self, PolicyArn: str) -> dict[str, Any]:
-        self.calls.append(PolicyArn)
-        if PolicyArn not in self.existing:
-            raise client_error("NoSuchEntity", 404)
-        return {"Policy": {"Arn": PolicyArn}}
-
-
-class FakeAnalyzer:
-    def __init__(
-        self, pages: list[list[dict[str, Any]]] | None = None, errors: list[str] | None = None
-    ) -> None:
-        self.pages = pages or [[]]
-        self.errors = list(errors or [])
-        self.calls: list[dict[str, Any]] = []
-
-    def validate_policy(self, **params: Any) -> dict[str, Any]:
-        self.calls.append(params)
-        if self.errors:
-            raise client_error(self.errors.pop(0))
-        index = int(params.get("nextToken", "0"))
-        out: dict[str, Any] = {"findings": self.pages[index]}
-        if index + 1 < len(self.pages):
-            out["nextToken"] = str(index + 1)
-        return out
-
-
-class FakeClients:
-    def __init__(self, iam: FakeIam, aa: FakeAnalyzer) -> None:
-        self.iam = iam
-        self.accessanalyzer = aa
-        self.sso_admin = self.identitystore = self.organizations = None
-
-
 def finding(ftype: str, issue: str, line: int = 3, column: int = 4) -> dict[str, Any]:
     return {
         "findingType": ftype,
@@ -389,7 +341,7 @@ def test_get_policy_called_once_per_distinct_arn_and_suggests() -> None:
     iam = FakeIam({RO, VIEW})
     typo = "arn:aws:iam::aws:policy/ReadOnlyAcess"
     report = validate_fake(
-        FakeClients(iam, FakeAnalyzer()),
+        FakeClients(iam=iam, accessanalyzer=FakeAnalyzer()),
         spec("A", managed_policies=[RO, typo]),
         spec(
             "B",
@@ -413,9 +365,11 @@ def test_get_policy_called_once_per_distinct_arn_and_suggests() -> None:
 def test_get_policy_unavailable_is_run_level_and_blocks_nothing() -> None:
     class DeniedIam(FakeIam):
         def get_policy(self, PolicyArn: str) -> dict[str, Any]:
-            raise client_error("AccessDenied", 403)
+            raise client_error("AccessDenied", status=403)
 
-    report = validate_fake(FakeClients(DeniedIam(set()), FakeAnalyzer()), spec(managed_policies=[RO]))
+    report = validate_fake(
+        FakeClients(iam=DeniedIam(set()), accessanalyzer=FakeAnalyzer()), spec(managed_policies=[RO])
+    )
     assert codes(report) == ["managed_policy_check_unavailable"]
     assert report.problems[0].record is None and report.problems[0].severity == "warning"
     assert report.blocked == []
@@ -431,7 +385,9 @@ def test_access_analyzer_findings_map_to_problems_with_location() -> None:
             ],
         ]
     )
-    report = validate_fake(FakeClients(FakeIam(set()), aa), spec(inline_policy=GOOD_INLINE))
+    report = validate_fake(
+        FakeClients(iam=FakeIam(set()), accessanalyzer=aa), spec(inline_policy=GOOD_INLINE)
+    )
     assert len(aa.calls) == 2 and aa.calls[1]["nextToken"] == "1"
     assert aa.calls[0]["policyDocument"] == GOOD_INLINE  # the text as written: locations match it
     assert aa.calls[0]["policyType"] == "IDENTITY_POLICY"
@@ -458,7 +414,9 @@ def test_only_warnings_do_not_block() -> None:
     aa = FakeAnalyzer(
         pages=[[finding("WARNING", "MISSING_VERSION"), finding("SUGGESTION", "EMPTY_SID_VALUE")]]
     )
-    report = validate_fake(FakeClients(FakeIam(set()), aa), spec(inline_policy=GOOD_INLINE))
+    report = validate_fake(
+        FakeClients(iam=FakeIam(set()), accessanalyzer=aa), spec(inline_policy=GOOD_INLINE)
+    )
     assert report.blocked == [] and len(report.problems) == 2
 
 
@@ -466,7 +424,9 @@ def test_throttling_that_outlasts_botocore_is_not_retried_again() -> None:
     """botocore's retry config retries throttling (see the sandbox tests below); on top of it, validation
     would only multiply the attempts."""
     aa = FakeAnalyzer(errors=["ThrottlingException"])
-    report = validate_fake(FakeClients(FakeIam(set()), aa), spec(inline_policy=GOOD_INLINE))
+    report = validate_fake(
+        FakeClients(iam=FakeIam(set()), accessanalyzer=aa), spec(inline_policy=GOOD_INLINE)
+    )
     assert codes(report) == ["access_analyzer_unavailable"] and report.blocked == []
     assert len(aa.calls) == 1
 
@@ -476,7 +436,7 @@ def test_throttling_that_outlasts_botocore_is_not_retried_again() -> None:
             raise client_error("Throttling")
 
     iam = ThrottledIam(set())
-    report = validate_fake(FakeClients(iam, FakeAnalyzer()), spec(managed_policies=[RO]))
+    report = validate_fake(FakeClients(iam=iam, accessanalyzer=FakeAnalyzer()), spec(managed_policies=[RO]))
     assert codes(report) == ["managed_policy_check_unavailable"] and report.blocked == []
     assert iam.calls == [RO]
 
@@ -484,7 +444,7 @@ def test_throttling_that_outlasts_botocore_is_not_retried_again() -> None:
 def test_access_analyzer_unavailable_is_run_level() -> None:
     aa = FakeAnalyzer(errors=["ThrottlingException"] * 10)
     report = validate_fake(
-        FakeClients(FakeIam(set()), aa),
+        FakeClients(iam=FakeIam(set()), accessanalyzer=aa),
         spec("A", inline_policy=GOOD_INLINE),
         spec("B", inline_policy=GOOD_INLINE),
     )
@@ -498,7 +458,9 @@ def test_access_analyzer_unavailable_is_run_level() -> None:
 def test_local_errors_skip_access_analyzer() -> None:
     aa = FakeAnalyzer()
     validate_fake(
-        FakeClients(FakeIam(set()), aa), spec(inline_policy='{"Version": "2012-10-17"}'), spec("NoInline")
+        FakeClients(iam=FakeIam(set()), accessanalyzer=aa),
+        spec(inline_policy='{"Version": "2012-10-17"}'),
+        spec("NoInline"),
     )
     assert aa.calls == []
 
@@ -710,7 +672,9 @@ def test_findings_are_capped_per_record_with_one_and_more_problem() -> None:
 
 def test_capped_warnings_stay_a_warning_and_block_nothing() -> None:
     aa = FakeAnalyzer(pages=[[finding("SUGGESTION", f"S{i}") for i in range(25)]])
-    report = validate_fake(FakeClients(FakeIam(set()), aa), spec(inline_policy=GOOD_INLINE))
+    report = validate_fake(
+        FakeClients(iam=FakeIam(set()), accessanalyzer=aa), spec(inline_policy=GOOD_INLINE)
+    )
     assert len(report.problems) == MAX_FINDINGS_PER_RECORD + 1
     more = next(p for p in report.problems if p.code == "more_findings")
     assert (more.severity, more.params["count"]) == ("warning", 5)
@@ -720,7 +684,9 @@ def test_capped_warnings_stay_a_warning_and_block_nothing() -> None:
 def test_a_hidden_error_beyond_the_cap_still_blocks() -> None:
     page = [finding("SUGGESTION", f"S{i}") for i in range(MAX_FINDINGS_PER_RECORD)]
     aa = FakeAnalyzer(pages=[[*page, finding("ERROR", "INVALID_ACTION")]])
-    report = validate_fake(FakeClients(FakeIam(set()), aa), spec(inline_policy=GOOD_INLINE))
+    report = validate_fake(
+        FakeClients(iam=FakeIam(set()), accessanalyzer=aa), spec(inline_policy=GOOD_INLINE)
+    )
     more = next(p for p in report.problems if p.code == "more_findings")
     assert (more.severity, more.params["count"]) == ("error", 1)
     assert report.blocked == ["Dev"]
@@ -728,7 +694,9 @@ def test_a_hidden_error_beyond_the_cap_still_blocks() -> None:
 
 def test_access_analyzer_pages_are_read_only_up_to_the_bound() -> None:
     aa = FakeAnalyzer(pages=[[finding("WARNING", f"W{p}-{i}") for i in range(10)] for p in range(50)])
-    report = validate_fake(FakeClients(FakeIam(set()), aa), spec(inline_policy=GOOD_INLINE))
+    report = validate_fake(
+        FakeClients(iam=FakeIam(set()), accessanalyzer=aa), spec(inline_policy=GOOD_INLINE)
+    )
     assert len(aa.calls) == MAX_ANALYZER_FINDINGS // 10  # not all 50 pages
     more = next(p for p in report.problems if p.code == "more_findings")
     assert more.params["count"] == MAX_ANALYZER_FINDINGS - MAX_FINDINGS_PER_RECORD
@@ -778,7 +746,7 @@ def test_unexpected_access_analyzer_error_blocks_only_that_permission_set() -> N
         }
     )
     report = validate_fake(
-        FakeClients(FakeIam(set()), Broken()),
+        FakeClients(iam=FakeIam(set()), accessanalyzer=Broken()),
         spec("Bad", inline_policy=other),
         spec("Good", inline_policy=GOOD_INLINE),
     )
@@ -824,11 +792,11 @@ def test_reported_problems_match_the_registry() -> None:
     class DeniedIam(FakeIam):
         def get_policy(self, PolicyArn: str) -> dict[str, Any]:
             if PolicyArn == VIEW:
-                raise client_error("AccessDenied", 403)
+                raise client_error("AccessDenied", status=403)
             return super().get_policy(PolicyArn)
 
     report = validate_fake(
-        FakeClients(DeniedIam({RO}), aa),
+        FakeClients(iam=DeniedIam({RO}), accessanalyzer=aa),
         spec("dev", inline_policy=bad, description="開発" + "x" * 700),
         spec(
             "Dev", managed_policies=[RO, RO, VIEW, "arn:aws:iam::aws:policy/Nope", "arn:aws:iam::1:policy/X"]

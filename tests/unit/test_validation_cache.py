@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from test_validation import FakeAnalyzer, FakeClients, FakeIam, finding
+from test_validation import finding
 
 from idc_sync.config import SyncConfig
 from idc_sync.model import DesiredState, PermissionSetSpec, RecordRef
 from idc_sync.validation import analyzer_cache_key, validate_permission_sets
+from tests.unit.fakes import FakeAnalyzer, FakeClients, FakeIam
 
 POLICY = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iam:PassRole", "Resource": "*"}]},
@@ -32,7 +33,7 @@ def _run(clients: FakeClients, cache: dict[str, Any] | None, policy: str = POLIC
 
 def test_unchanged_policy_is_answered_from_the_cache_with_the_same_problems():
     aa = FakeAnalyzer(pages=[[finding("SECURITY_WARNING", "PASS_ROLE_WITH_STAR_IN_RESOURCE", 5, 16)]])
-    clients = FakeClients(FakeIam(set()), aa)
+    clients = FakeClients(iam=FakeIam(set()), accessanalyzer=aa)
     cache: dict[str, Any] = {}
     first = _run(clients, cache)
     assert len(aa.calls) == 1 and analyzer_cache_key(POLICY) in cache
@@ -47,12 +48,12 @@ def test_unchanged_policy_is_answered_from_the_cache_with_the_same_problems():
 
 
 def test_failures_are_not_cached_and_rejections_are():
-    clients = FakeClients(FakeIam(set()), FakeAnalyzer(errors=["AccessDeniedException"]))
+    clients = FakeClients(iam=FakeIam(set()), accessanalyzer=FakeAnalyzer(errors=["AccessDeniedException"]))
     cache: dict[str, Any] = {}
     report = _run(clients, cache)
     assert cache == {} and [p.code for p in report.problems] == ["access_analyzer_unavailable"]
     aa = FakeAnalyzer(errors=["ValidationException"])
-    clients = FakeClients(FakeIam(set()), aa)
+    clients = FakeClients(iam=FakeIam(set()), accessanalyzer=aa)
     first = _run(clients, cache)
     second = _run(clients, cache)
     assert len(aa.calls) == 1
@@ -61,7 +62,7 @@ def test_failures_are_not_cached_and_rejections_are():
 
 def test_without_a_cache_every_run_asks():
     aa = FakeAnalyzer()
-    clients = FakeClients(FakeIam(set()), aa)
+    clients = FakeClients(iam=FakeIam(set()), accessanalyzer=aa)
     _run(clients, None)
     _run(clients, None)
     assert len(aa.calls) == 2

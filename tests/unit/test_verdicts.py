@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from idc_sync.model import DesiredState, OpKind, Problem, ValidationReport
 from idc_sync.verdicts import DeletionVerdict, plan_to_apply
-from tests.unit.test_plan import A1, A2, asg, held, keys, observed, plan_of, spec, state
+from tests.unit.builders import A1, A2, asg, held, keys, observed, plan_of, spec, state
 
 
 def _plan():
