@@ -69,7 +69,7 @@ from botocore.exceptions import ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from idc_sync.aws_clients import error_code, snake_case
+from idc_sync.aws_clients import error_code, error_text, snake_case
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
     RECORD_ID_TAG,
@@ -185,12 +185,6 @@ class OpFailed(Exception):
         self.message = message
         self.status: Status = status
         self.request_id = request_id
-
-
-def error_message(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
-    return str(exc)
 
 
 def _retried_by_botocore(exc: BaseException) -> bool:
@@ -883,7 +877,7 @@ class _Applier:
 
     def describe_error(self, exc: ClientError, ctx: _Ctx) -> str:
         code = error_code(exc)
-        text = f"{code}: {error_message(exc)}"
+        text = error_text(exc)
         if code in TRANSIENT_CODES or code == CONFLICT:
             meta = exc.response.get("ResponseMetadata") or {}
             tries = (

@@ -89,6 +89,21 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+def error_message(exc: BaseException) -> str:
+    """The AWS error message of a ``ClientError`` (its text when it has none); ``str(exc)`` otherwise."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+    return str(exc)
+
+
+def error_text(exc: BaseException) -> str:
+    """``"Code: Message"`` for a ``ClientError``, ``"Type: text"`` for anything else: one line for a log,
+    a Slack line or a record comment."""
+    if isinstance(exc, ClientError):
+        return f"{error_code(exc)}: {error_message(exc)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def snake_case(operation: str) -> str:
     """The boto3 method of an API operation: ``"DescribePermissionSet"`` -> ``"describe_permission_set"``."""
     out = []

@@ -106,6 +106,7 @@ from idc_sync.model import (
     reason_text,
 )
 from idc_sync.policy import canonical_policy, managed_policy_name
+from idc_sync.problems import Code
 
 DRIFT_REPORT = reason_text(Cause.DRIFT_REPORTED)  # "drift (report mode)"
 PRINCIPAL_PENDING = "principal_pending"
@@ -310,7 +311,7 @@ class _Planner:
     # ------------------------------------------------------------------ helpers
     def problem(
         self,
-        code: str,
+        code: Code,
         message: str,
         *,
         severity: Severity = "error",

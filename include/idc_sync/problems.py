@@ -665,11 +665,6 @@ REGISTRY: dict[Code, ProblemSpec] = {
         en="The description contains characters IAM Identity Center does not accept ({characters}); only "
         "Latin-1 text is allowed (no Japanese or emoji). Rewrite it.",
     ),
-    "relay_state_too_long": ProblemSpec(
-        Length,
-        ja="リレーステートが {length} 文字あります（上限 {max} 文字）。短いコンソール URL にしてください。",
-        en="The relay state has {length} characters; at most {max} are allowed. Use a shorter console URL.",
-    ),
     "inline_policy_invalid_characters": ProblemSpec(
         Characters,
         ja="インラインポリシーに IAM Identity Center で使えない文字（{characters}）が含まれています。Sid や"
@@ -1007,7 +1002,6 @@ Code = Literal[
     "duplicate_name",
     "description_too_long",
     "description_invalid_characters",
-    "relay_state_too_long",
     "inline_policy_invalid_characters",
     "inline_policy_not_json",
     "inline_policy_too_deep",

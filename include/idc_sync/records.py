@@ -44,8 +44,10 @@ from idc_sync.model import (
     PermissionSetSpec,
     Problem,
     RecordRef,
+    Severity,
 )
 from idc_sync.policy import managed_policy_arn
+from idc_sync.problems import Code
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +144,9 @@ class _Collector:
     ref: RecordRef
     problems: list[Problem] = field(default_factory=list)
 
-    def add(self, code: str, message: str, severity: str = "error", **params: Any) -> None:
+    def add(self, code: Code, message: str, severity: Severity = "error", **params: Any) -> None:
         self.problems.append(
-            Problem(code=code, message=message, severity=severity, record=self.ref, params=params)  # type: ignore[arg-type]
+            Problem(code=code, message=message, severity=severity, record=self.ref, params=params)
         )
 
     @property

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses as dc
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +49,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
+from idc_sync import idc_fields
 from idc_sync.aws_clients import IdcClients, error_code, snake_case
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
@@ -68,7 +68,6 @@ from idc_sync.model import (
 
 log = logging.getLogger(__name__)
 
-_ACCOUNT_RE = re.compile(r"^[0-9]{12}$")  # ASCII digits only
 T = TypeVar("T")
 
 DEFAULT_MAX_WORKERS = 4
@@ -459,7 +458,7 @@ def desired_principals(desired: DesiredState, scope: Scope, org: OrgSnapshot) ->
         if not scope.includes_permission_set(a.permission_set_name):
             continue
         if scope.accounts:
-            if _ACCOUNT_RE.match(a.target):
+            if idc_fields.is_account_id(a.target):
                 if a.target not in scope.accounts:
                     continue
             elif a.target.startswith(("ou-", "r-")) and not set(org.active_accounts_under(a.target)) & set(

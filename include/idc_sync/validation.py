@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from idc_sync import idc_fields, safe_json
+from idc_sync.aws_clients import error_code, error_text
 from idc_sync.config import SyncConfig
 from idc_sync.isolation import run_isolated
 from idc_sync.model import (
@@ -66,7 +67,7 @@ LOG = logging.getLogger(__name__)
 MAX_FINDINGS_PER_RECORD = 20
 MAX_ANALYZER_FINDINGS = 100
 
-_FINDING_CODES = {
+_FINDING_CODES: dict[str, tuple[Code, Severity]] = {
     "ERROR": ("policy_finding_error", "error"),
     "SECURITY_WARNING": ("policy_finding_security_warning", "error"),
     "WARNING": ("policy_finding_warning", "warning"),
@@ -155,7 +156,7 @@ class _Problems:
     def add(
         self,
         spec: PermissionSetSpec | None,
-        code: str,
+        code: Code,
         message: str,
         severity: Severity = "error",
         **params: str | int | float | None,
@@ -777,17 +778,6 @@ def check_local(spec: PermissionSetSpec, out: _Problems) -> bool:
 
 
 # --------------------------------------------------------------------------- AWS checks
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', '')}: {err.get('Message', '')}".strip()
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _code(exc: BaseException) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, ClientError) else ""
-
-
 class _AwsChecks:
     """The two AWS calls, each made once: botocore has already retried throttling and 5xx by then."""
 
@@ -805,12 +795,12 @@ class _AwsChecks:
                 self.clients.iam.get_policy(PolicyArn=arn)
                 exists[arn] = True
             except ClientError as exc:
-                if _code(exc) == "NoSuchEntity":
+                if error_code(exc) == "NoSuchEntity":
                     exists[arn] = False
                 else:
-                    errors.append((arn, _error_text(exc)))
+                    errors.append((arn, error_text(exc)))
             except BotoCoreError as exc:
-                errors.append((arn, _error_text(exc)))
+                errors.append((arn, error_text(exc)))
 
         todo = sorted(set(arns))
         if todo:
@@ -862,7 +852,7 @@ def _finding_problem(spec: PermissionSetSpec, finding: dict[str, Any], out: _Pro
         spec,
         code,
         message,
-        severity=severity,  # type: ignore[arg-type]
+        severity=severity,
         issue_code=issue,
         line=line,
         column=column,
@@ -1012,15 +1002,15 @@ def _analyze(
     try:
         findings = aws.validate_policy(spec.inline_policy)
     except ClientError as exc:
-        if _code(exc) != "ValidationException":
-            failures.append((spec.name, _error_text(exc)))
+        if error_code(exc) != "ValidationException":
+            failures.append((spec.name, error_text(exc)))
             return True
-        _rejected(spec, _error_text(exc), out)
+        _rejected(spec, error_text(exc), out)
         if cache is not None:
-            cache[key] = {"rejected": _error_text(exc), "at": time.time()}
+            cache[key] = {"rejected": error_text(exc), "at": time.time()}
         return True
     except BotoCoreError as exc:
-        failures.append((spec.name, _error_text(exc)))
+        failures.append((spec.name, error_text(exc)))
         return True
     if cache is not None:
         cache[key] = {"findings": findings, "at": time.time()}
@@ -1067,7 +1057,7 @@ def _rejected(spec: PermissionSetSpec, error: str, out: _Problems) -> None:
     )
 
 
-def _not_found(spec: PermissionSetSpec, arn: str, code: str, out: _Problems) -> None:
+def _not_found(spec: PermissionSetSpec, arn: str, code: Code, out: _Problems) -> None:
     name = managed_policy_name(arn)
     suggestions = suggest_managed_policies(name)
     what = "managed policy" if code == "managed_policy_not_found" else "permissions boundary policy"

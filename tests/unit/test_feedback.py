@@ -89,7 +89,6 @@ PARAMS: dict[str, dict[str, object]] = {
     "duplicate_name": {"permission_set": "dev", "name": "dev", "other": "Dev"},
     "description_too_long": {"permission_set": "X", "length": 800, "max": 700},
     "description_invalid_characters": {"permission_set": "X", "characters": "日"},
-    "relay_state_too_long": {"permission_set": "X", "length": 300, "max": 240},
     "inline_policy_invalid_characters": {"permission_set": "X", "characters": "日"},
     "inline_policy_not_json": {"permission_set": "X", "error": "Expecting ','", "line": 3, "column": 7},
     "inline_policy_too_deep": {"permission_set": "X", "max_depth": 32, "line": 1, "column": 33},
