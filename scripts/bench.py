@@ -37,35 +37,23 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 HERE = pathlib.Path(__file__).resolve().parent / "bench"
 PYTHON = sys.executable
 
+# generate_seed: ``permission_sets`` is the MANAGED count; ``unmanaged_permission_sets`` come on top
+_SIZE_FIELDS = (
+    "accounts",
+    "ous",
+    "users",
+    "groups",
+    "permission_sets",
+    "unmanaged_permission_sets",
+    "assignments",
+)
 SIZES: dict[str, dict[str, Any]] = {
-    # generate_seed: ``permission_sets`` is the MANAGED count; ``unmanaged_permission_sets`` come on top
-    "S": dict(
-        accounts=20,
-        ous=4,
-        users=100,
-        groups=10,
-        permission_sets=10,
-        unmanaged_permission_sets=2,
-        assignments=200,
-    ),
-    "M": dict(
-        accounts=300,
-        ous=30,
-        users=2000,
-        groups=50,
-        permission_sets=95,
-        unmanaged_permission_sets=5,
-        assignments=8000,
-    ),
-    "L": dict(
-        accounts=2000,
-        ous=60,
-        users=10_000,
-        groups=200,
-        permission_sets=300,
-        unmanaged_permission_sets=200,
-        assignments=50_000,
-    ),
+    name: dict(zip(_SIZE_FIELDS, values, strict=True))
+    for name, values in {
+        "S": (20, 4, 100, 10, 10, 2, 200),
+        "M": (300, 30, 2000, 50, 95, 5, 8000),
+        "L": (2000, 60, 10_000, 200, 300, 200, 50_000),
+    }.items()
 }
 ALL_SCENARIOS = ["naive", "cold", "nochange", "churn", "policy", "drift", "parse", "plan"]
 CADENCE_MIN = 10
