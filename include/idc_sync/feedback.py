@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from idc_sync import messages
 from idc_sync.model import OpResult, Plan, Problem, RecordRef
-from idc_sync.sanitize import slack_code, slack_escape, strip_control
+from idc_sync.sanitize import strip_control
 
 log = logging.getLogger(__name__)
 
@@ -376,56 +376,6 @@ def run_summary_text(
     if ui_url:
         text += f" {ui_url}"
     return strip_control(text)
-
-
-def slack_message(
-    summary: str,
-    *,
-    results: list[OpResult],
-    problems: list[Problem],
-    plan: Plan,
-    max_lines: int = 15,
-    withheld: int = 0,
-    withheld_keys: Iterable[str] = (),
-    late: str | None = None,
-) -> dict[str, Any]:
-    """Incoming-webhook payload (text + mrkdwn blocks): what changed, what failed, what needs an admin.
-
-    Every piece of text that comes from records or services (names, reasons, error messages) is
-    escaped (``sanitize.slack_escape``): a record named ``<!channel>`` shows as text, it pings nobody.
-    ``late``: the message could not be delivered when it was written (see ``idc_sync.outbox``)."""
-    esc, code = slack_escape, slack_code
-    lines: list[str] = []
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        lines.append(f"*Failed ({len(failed)})*")
-        # messages clipped so every listed key fits Slack's 3,000-character section
-        lines += [f"• `{code(_clip(r.key, 120))}`: {esc(_clip(r.message, 110))}" for r in failed[:max_lines]]
-        if len(failed) > max_lines:
-            lines.append(f"• … and {len(failed) - max_lines} more (see the audit artifact)")
-    admin = [p for p in problems if p.record is None]
-    if admin:
-        lines.append(f"*Needs an admin ({len(admin)})*")
-        lines += [f"• {esc(_clip(p.message, 400))}" for p in admin[:max_lines]]
-    drift = [op for op in plan.operations if op.is_drift]
-    drift_skipped = [s for s in plan.skipped if s.is_drift]
-    if drift or drift_skipped:
-        lines.append(f"*Drift ({len(drift) + len(drift_skipped)})*")
-        lines += [f"• {op.kind.value} `{code(op.key)}` ({esc(op.reason)})" for op in drift[:max_lines]]
-        lines += [f"• reported only: `{code(s.key)}` ({esc(s.reason)})" for s in drift_skipped[:max_lines]]
-    counts = outcome_counts(results, plan, withheld=withheld, withheld_keys=withheld_keys)
-    if any(counts.values()):
-        by_kind = summarize_results(r for r in results if r.status == "succeeded")
-        applied = ", ".join(f"{k}: {v['succeeded']}" for k, v in sorted(by_kind.items()))
-        lines.append(f"*Outcome* {_outcome_text(counts)}" + (f" (applied: {applied})" if applied else ""))
-    head = esc(summary)
-    if late:
-        head = f":hourglass: *{esc(late)}*\n{head}"
-    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": head[:2900]}}]
-    if lines:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900]}})
-    text = esc(summary) if not late else f"{esc(late)}: {esc(summary)}"
-    return {"text": text[:3000], "blocks": blocks}
 
 
 def _clip(text: str, limit: int) -> str:

@@ -13,8 +13,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from idc_sync import feedback
+from idc_sync.access_news import access_comments
 from idc_sync.failures import TaskFailure, explain, run_failing
 from idc_sync.model import DesiredState, OpResult, Plan, Problem, Skipped
+from idc_sync.slack_summary import summary_message
 
 # Checks that could not run (Access Analyzer / IAM down): a problem missing because of them is only
 # unchecked, so no record is told "resolved" in such a run.
@@ -42,6 +44,9 @@ class RunFacts(BaseModel):
     language: str = "ja"
     app_ids: dict[str, str] = Field(default_factory=dict)  # app key -> kintone app id
     run_url: str | None = None
+    approval_url: str | None = None  # where withheld deletions are approved (the approval DAG's page)
+    portal_url: str | None = None  # the AWS access portal, for the shortcut links of "access is live"
+    access_told: list[str] = Field(default_factory=list)  # records a previous try of notify already told
 
 
 class RunOutcome(BaseModel):
@@ -54,6 +59,7 @@ class RunOutcome(BaseModel):
     summary: str  # the note's text and Slack's first line
     counts: dict[str, int]  # feedback.outcome_counts
     comments: list[feedback.Comment] = Field(default_factory=list)
+    access_comments: list[feedback.Comment] = Field(default_factory=list)  # "your access is live"
     feedback_state: dict[str, str] | None = None  # None: comments are not decided this run
     comments_withheld_because: str = ""
     post_slack: bool = False
@@ -92,6 +98,16 @@ def decide_outcome(facts: RunFacts) -> RunOutcome:
     if facts.dry_run:
         return out
     _decide_comments(facts, problems, out)
+    if facts.desired is not None:
+        out.access_comments = access_comments(
+            facts.plan,
+            facts.results,
+            language=facts.language,
+            live_records=set(live_record_refs(facts.desired)),
+            portal_url=facts.portal_url,
+            run_url=facts.run_url,
+            already_told=facts.access_told,
+        )
     _decide_slack(facts, problems, out)
     return out
 
@@ -206,13 +222,17 @@ def _decide_slack(facts: RunFacts, problems: list[Problem], out: RunOutcome) -> 
         changed=changed, failed=failed, attention=out.attention, last_attention=facts.last_attention
     )
     if out.post_slack:
-        out.slack = feedback.slack_message(
-            out.summary,
+        out.slack = summary_message(
+            run_id=facts.run_id,
+            summary=out.summary,
+            plan=facts.plan,
             results=facts.results,
             problems=problems,
-            plan=facts.plan,
             withheld=len(facts.withheld),
             withheld_keys={s.key for s in facts.withheld},
+            run_url=facts.run_url,
+            approval_url=facts.approval_url,
+            cause=out.cause,
         )
 
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from airflow.sdk import get_current_context
 
-from idc_sync import feedback, guard, sanitize
+from idc_sync import access_news, feedback, guard, sanitize
 from idc_sync.audit import FEEDBACK_STATE, SCIM_STATE, AuditStore
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
@@ -881,31 +881,48 @@ def _run_facts(ctx: Any, config: SyncConfig, store: AuditStore) -> Any:
         language=config.language,
         app_ids={"permission_sets": config.permission_sets_app_id, "assignments": config.assignments_app_id},
         run_url=_run_url(dag_run.dag_id, dag_run.run_id),
+        approval_url=_approval_url(pull(task_ids="deletion_guard")),
+        portal_url=config.portal_url,
+        access_told=access_news.already_told(store.read_state(access_news.STATE), dag_run.run_id),
     )
 
 
 def _deliver_comments(store: AuditStore, config: SyncConfig, facts: Any, outcome: Any) -> int:
-    """Posts the outcome's record comments; the memory keeps what was said (a failed post is retried)."""
+    """Posts the outcome's record comments (problems, then "access is live"); the memory keeps what was
+    said, so a failed post is retried and nothing is said twice."""
     from idc_sync.outcome import feedback_state_after
 
     if facts.dry_run:
         return 0
+    problem_comments = outcome.comments if outcome.feedback_state is not None else []
     if outcome.feedback_state is None:
-        log.info("record comments skipped (%s)", outcome.comments_withheld_because)
-        return 0
+        log.info("problem comments skipped (%s)", outcome.comments_withheld_because)
     posted: set[str] = set()
-    if outcome.comments:
+    told: set[str] = set()
+    if problem_comments or outcome.access_comments:
         with KintoneHook(settings.KINTONE_CONN_ID, language=config.language).get_client() as client:
-            for comment in outcome.comments:
-                try:
-                    _post_comment(client, comment)
-                except Exception as exc:  # one unreachable record never stops the others
-                    log.error("could not comment on %s: %s", comment.record_key, exc)
-                    continue
-                posted.add(comment.record_key)
-    store.write_state(FEEDBACK_STATE, feedback_state_after(facts.previous_feedback, outcome, posted))
-    log.info("posted %d kintone comment(s)", len(posted))
-    return len(posted)
+            posted = _post_comments(client, problem_comments)
+            told = _post_comments(client, outcome.access_comments)
+    if outcome.feedback_state is not None:
+        store.write_state(FEEDBACK_STATE, feedback_state_after(facts.previous_feedback, outcome, posted))
+    if told:
+        previous = store.read_state(access_news.STATE)
+        store.write_state(access_news.STATE, access_news.told_after(previous, facts.run_id, told))
+    log.info("posted %d problem comment(s) and %d access comment(s)", len(posted), len(told))
+    return len(posted) + len(told)
+
+
+def _post_comments(client: Any, comments: list[feedback.Comment]) -> set[str]:
+    """Posts each comment; returns the record keys posted (one unreachable record never stops the others)."""
+    posted: set[str] = set()
+    for comment in comments:
+        try:
+            _post_comment(client, comment)
+        except Exception as exc:
+            log.error("could not comment on %s: %s", comment.record_key, exc)
+            continue
+        posted.add(comment.record_key)
+    return posted
 
 
 def _deliver_slack(store: AuditStore, facts: Any, outcome: Any) -> bool:
@@ -963,6 +980,14 @@ def _audit_artifact(
         ),
         "deletions_withheld": [s.model_dump(mode="json") for s in facts.withheld],
     }
+
+
+def _approval_url(guard_out: dict[str, Any] | None) -> str | None:
+    """The approval page of the deletions this run withheld (None: it asked for no approval)."""
+    from idc_sync.approval import APPROVAL_DAG_ID
+
+    run_id = (guard_out or {}).get("approval_run_id")
+    return approval_link(APPROVAL_DAG_ID, str(run_id)) if run_id else None
 
 
 def _run_url(dag_id: str, run_id: str) -> str:

@@ -231,3 +231,42 @@ def test_a_sync_cut_by_the_apply_budget_is_continued_by_the_next_run_without_dup
     harness.sandbox.calls.clear()
     assert _state(harness.run()) == "success"
     assert harness.writes() == []  # converged
+
+
+def test_a_requester_hears_that_access_is_live_with_portal_links(harness, monkeypatch):
+    """Issue 13: the record whose access was applied gets one comment (its people mentioned) with the access
+    portal's shortcut link per account and permission set; a run that changes nothing says nothing."""
+    import json
+
+    portal = "https://d-sandbox.awsapps.com/start"
+    config = {"audit_path": str(harness.audit), "portal_url": portal, "language": "en"}
+    monkeypatch.setenv("IDC_SYNC_CONFIG", json.dumps(config))
+    harness.run(allow_mass_delete=True)
+    sb = harness.sandbox
+    record_id = kintone_sandbox.add_record(
+        sb,
+        2,
+        {
+            "principal_type": "USER",
+            "users": ["frank@example.com"],
+            "targets": "444444444444, 101010101010",
+            "permission_set": "Developer",
+        },
+        user_code="frank@example.com",
+    )
+    before = len(harness.comments())
+    run = harness.run()
+    assert _state(run) == "success"
+    new = harness.comments()[before:]
+    assert [(app, rid) for app, rid, *_ in new] == [(2, record_id)], new
+    [(_, _, text, mentions)] = new
+    assert mentions == ["frank@example.com"]
+    lines = text.splitlines()
+    assert lines[0] == "Your access is live in AWS IAM Identity Center."
+    assert "- Granted: permission set Developer to user frank@example.com" in lines
+    for account in ("101010101010", "444444444444"):
+        link = f"{portal}/#/console?account_id={account}&role_name=Developer"
+        assert f"  - {account}: {link}" in lines, text
+    # nothing changed: nothing said
+    harness.run()
+    assert len(harness.comments()) == before + 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,7 @@ from idc_sync.failures import (
 )
 from idc_sync.model import AssignmentOp, Cause, OpKind, OpResult, Plan, Problem, RecordRef, Skipped
 from idc_sync.sanitize import CleanTextFilter, scrub_secrets, slack_escape, strip_control
+from idc_sync.slack_summary import summary_message
 
 HOSTILE = "<!channel> <https://evil|click> \x1b[31m\x07"
 
@@ -59,12 +61,24 @@ def test_slack_message_escapes_record_text_everywhere() -> None:
     summary = feedback.run_summary_text(
         dag_run_id="r1", plan=plan, results=results, problems=problems, dry_run=False, scim=None
     )
-    payload = feedback.slack_message(summary, results=results, problems=problems, plan=plan)
-    texts = [payload["text"]] + [b["text"]["text"] for b in payload["blocks"]]
+    payload = summary_message(run_id="r1", summary=summary, results=results, problems=problems, plan=plan)
+    texts = [payload["text"]] + [_block_text(b) for b in payload["blocks"]]
     for text in texts:
         assert "<!channel>" not in text and "<https://evil" not in text
         assert "\x1b" not in text and "\x07" not in text
-    assert "&lt;!channel&gt;" in texts[-1]
+    shown = {t.split("\n", 1)[0]: t for t in texts}
+    for title in (
+        "*Failed (1)*",
+        "*Needs an admin (1)*",
+        "*Drift (changed by hand in IAM Identity Center) (1)*",
+    ):
+        assert "&lt;!channel&gt;" in shown[title], title
+
+
+def _block_text(block: dict[str, Any]) -> str:
+    if block["type"] == "context":
+        return " ".join(e["text"] for e in block["elements"])
+    return str(block["text"]["text"])
 
 
 def test_comment_and_note_carry_no_control_characters() -> None:
@@ -243,8 +257,9 @@ def test_noops_are_already_in_place_not_succeeded() -> None:
         dag_run_id="r", plan=plan, results=results, problems=[], dry_run=False, scim=None
     )
     assert "already in place 29" in summary and "succeeded" not in summary
-    payload = feedback.slack_message(summary, results=results, problems=[], plan=plan)
-    assert "already in place 29" in payload["blocks"][-1]["text"]["text"]
+    payload = summary_message(run_id="r", summary=summary, results=results, problems=[], plan=plan)
+    assert payload["blocks"][0]["text"]["text"] == "Nothing changed"
+    assert "already in place 29" in _block_text(payload["blocks"][-1])
 
 
 def test_deferred_operations_are_counted_apart_and_are_no_failure() -> None:
@@ -320,3 +335,78 @@ def test_slack_hears_about_a_standing_need_for_an_admin_once() -> None:
     assert other != fp
     assert feedback.should_post_summary(changed=False, failed=False, attention=other, last_attention=fp)
     assert not feedback.should_post_summary(changed=False, failed=False, attention="", last_attention=fp)
+
+
+# --------------------------------------------------------------------------- Block Kit summary
+def test_summary_is_block_kit_with_a_headline_lists_and_links() -> None:
+    rec = RecordRef(app="assignments", app_id="2", record_id="7")
+    made = AssignmentOp(
+        key="create_assignment:123456789012:Dev:USER:alice",
+        kind=OpKind.CREATE_ASSIGNMENT,
+        permission_set_name="Dev",
+        account_id="123456789012",
+        principal_type="USER",
+        principal_id="u-1",
+        principal_name="alice",
+        records=[rec],
+    )
+    broken = made.model_copy(
+        update={"key": "create_assignment:123456789013:Dev:USER:alice", "account_id": "123456789013"}
+    )
+    plan = Plan(operations=[made, broken])
+    results = [
+        OpResult(key=made.key, kind=made.kind, status="succeeded"),
+        OpResult(
+            key=broken.key, kind=broken.kind, status="failed", message="AccessDeniedException: not allowed"
+        ),
+    ]
+    problems = [Problem(code="invalid_target", message="bad target", record=rec, params={"value": "x"})]
+    payload = summary_message(
+        run_id="scheduled__1",
+        summary="the note",
+        plan=plan,
+        results=results,
+        problems=problems,
+        run_url="https://airflow.example.com/dags/idc_sync/runs/scheduled__1",
+    )
+    header, *sections, context = payload["blocks"]
+    assert header == {
+        "type": "header",
+        "text": {
+            "type": "plain_text",
+            "text": "1 access change applied, 1 change failed, 1 record needs a fix",
+        },
+    }
+    assert payload["text"] == header["text"]["text"]
+    texts = [_block_text(s) for s in sections]
+    assert texts == [
+        "*Applied (1)*\n• granted *Dev* to alice on `123456789012`",
+        "*Failed (1)*\n• `create_assignment:123456789013:Dev:USER:alice`\n    AccessDeniedException: not allowed",
+        "*Records to fix (1)*\n• assignment record 7: bad target",
+    ]
+    assert _block_text(context).startswith(
+        "<https://airflow.example.com/dags/idc_sync/runs/scheduled__1|Run in Airflow> · run `scheduled__1`"
+    )
+
+
+def test_long_lists_are_cut_and_counted() -> None:
+    ops = [
+        AssignmentOp(
+            key=f"create_assignment:1000000{i:05d}:Dev:GROUP:all",
+            kind=OpKind.CREATE_ASSIGNMENT,
+            permission_set_name="Dev",
+            account_id=f"1000000{i:05d}",
+            principal_type="GROUP",
+            principal_id="g-1",
+            principal_name="all",
+        )
+        for i in range(400)
+    ]
+    results = [OpResult(key=op.key, kind=op.kind, status="succeeded") for op in ops]
+    payload = summary_message(
+        run_id="r", summary="s", plan=Plan(operations=ops), results=results, problems=[]
+    )
+    assert payload["blocks"][0]["text"]["text"] == "400 access changes applied"
+    applied = _block_text(payload["blocks"][1])
+    assert applied.count("\n• granted") == 15 and applied.endswith("• … and 385 more (see the run)")
+    assert all(len(_block_text(b)) <= 3000 for b in payload["blocks"])
