@@ -284,7 +284,9 @@ def compute_diff(
     # The plan is as old as its oldest read: apply refuses it once that is too old (a UI clear of
     # compute_diff re-plans on the original reads' XComs).
     plan = plan.model_copy(update={"inputs_read_at": oldest([desired.read_at, observed.read_at])})
-    log.info("plan:\n%s", render_plan(plan))
+    log.info(
+        "plan (before validation; validate_policies logs the plan apply is given):\n%s", render_plan(plan)
+    )
     if not params.get("dry_run"):
         _save_plan_memory(store, memory, desired, observed, config, params)
     return {"plan": _put(config, plan, "plan"), "problems": [p.model_dump(mode="json") for p in problems]}
@@ -400,12 +402,30 @@ def validate_policies(desired_json: dict[str, Any], diff: dict[str, Any]) -> dic
     )
     _save_analyzer_cache(store, cache, desired, changed=len(cache) != size)
     for name in report.blocked:
-        log.warning("permission set %s is blocked by validation: its operations are skipped this run", name)
+        why = [
+            p.message
+            for p in report.problems
+            if p.severity == "error" and p.params.get("permission_set") == name
+        ]
+        log.warning(
+            "permission set %s is blocked by validation (its operations are skipped this run): %s",
+            name,
+            sanitize.strip_control(
+                "; ".join(why[:5]) + (f"; and {len(why) - 5} more" if len(why) > 5 else "")
+            ),
+        )
     log.info(
         "validated %d permission set(s); %d blocked; %d finding(s)",
         report.checked,
         len(report.blocked),
         len(report.problems),
+    )
+    from idc_sync.plan import render_plan
+    from idc_sync.verdicts import plan_to_apply
+
+    validated_plan = plan_to_apply(plan, report).plan
+    log.info(
+        "validated plan (what apply is given, before the deletion guard):\n%s", render_plan(validated_plan)
     )
     return {"report": report.model_dump(mode="json")}
 

@@ -16,9 +16,10 @@ def _state(run):
     return str(run.state).split(".")[-1].lower()
 
 
-def test_first_sync_from_empty_creates_everything_and_reports(harness):
+def test_first_sync_from_empty_creates_everything_and_reports(harness, caplog):
     before = harness.assignments()
-    run = harness.run()
+    with caplog.at_level("INFO"):
+        run = harness.run()
     after = harness.assignments()
 
     assert _state(run) == "success"
@@ -46,6 +47,13 @@ def test_first_sync_from_empty_creates_everything_and_reports(harness):
     assert all(mentions for *_, mentions in comments)
     # one Slack message summarizing the run, one asking to approve the withheld LegacyDeveloper deletion
     assert len(harness.slack()) == 2
+    # the log says why a set is blocked, and shows the plan apply was given (blocked sets' operations skipped)
+    logged = [r.getMessage() for r in caplog.records]
+    blocked = {m.split()[2]: m for m in logged if "is blocked by validation" in m}
+    assert set(blocked) == {"DataAnalyst", "NetworkAdmin"}, sorted(blocked)
+    assert all(m.split("this run): ", 1)[1] for m in blocked.values()), blocked
+    [validated] = [m for m in logged if m.startswith("validated plan (what apply is given")]
+    assert "DataAnalyst" not in validated.split("Skipped (")[0]
     # an audit artifact with plan and results, without secrets
     audit = harness.last_audit()
     assert audit["results"] and audit["plan"]["operations"]
