@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from idc_sync.feedback import Comment, mentions_for
+from idc_sync.feedback import BILINGUAL, Comment, in_languages, mentions_for
 from idc_sync.model import AssignmentOp, Cause, OpKind, OpResult, Plan, RecordRef
 from idc_sync.sanitize import strip_control
 
@@ -104,7 +104,11 @@ def render_news(
     news: RecordNews, language: str, *, portal_url: str | None = None, run_url: str | None = None
 ) -> str:
     """The comment: a header, then one line per permission set and principal with its accounts (granted
-    ones with their shortcut links), at most :data:`MAX_ACCOUNTS_LISTED` accounts each."""
+    ones with their shortcut links), at most :data:`MAX_ACCOUNTS_LISTED` accounts each. ``"ja+en"``: both."""
+    if language == BILINGUAL:
+        return in_languages(
+            language, lambda lang, _room: render_news(news, lang, portal_url=portal_url, run_url=run_url)
+        )
     t = _TEXTS.get(language, _TEXTS["en"])
     lines = [t["header"], ""]
     for what, name in sorted(set(news.sets)):

@@ -62,7 +62,8 @@ class SyncConfig(BaseModel):
     max_plan_age_minutes: float = 20
     timezone: str = "Asia/Tokyo"  # the day in which expires_on ends
     expiry_reminder_days: int = 3
-    language: Literal["ja", "en"] = "ja"
+    # Requesters' comments: "ja", "en", or "ja+en" (both, Japanese first, for mixed teams).
+    language: Literal["ja", "en", "ja+en"] = "ja"
     scim_max_staleness_minutes: int = 90
     scim_grace_cycles: int = 2  # a missing principal stays pending this many SCIM intervals
     # Incremental kintone reads (idc_sync.kintone_incremental): every record id is listed this often (it
@@ -104,6 +105,11 @@ class SyncConfig(BaseModel):
     @classmethod
     def from_env(cls) -> SyncConfig:
         return cls.from_json(os.environ.get("IDC_SYNC_CONFIG"))
+
+    @property
+    def api_language(self) -> str:
+        """The language kintone answers API errors in: the first of ``language``."""
+        return self.language.split("+")[0]
 
     @property
     def ownership_tag(self) -> dict[str, str]:

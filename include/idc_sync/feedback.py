@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -102,6 +102,22 @@ def group_by_record(problems: Iterable[Problem]) -> dict[str, tuple[RecordRef, l
     return grouped
 
 
+BILINGUAL = "ja+en"  # every comment in Japanese, then in English (mixed teams)
+BILINGUAL_RULE = "\n\n――――――――――\n\n"
+
+
+def languages(language: str) -> tuple[str, ...]:
+    """The languages a comment is written in: ``"ja+en"`` is both, Japanese first."""
+    return ("ja", "en") if language == BILINGUAL else (language,)
+
+
+def in_languages(language: str, render: Callable[[str, int], str], limit: int = 65_535) -> str:
+    """``render(lang, room)`` once per language of ``language``, joined; each gets its share of ``limit``."""
+    langs = languages(language)
+    room = (limit - len(BILINGUAL_RULE) * (len(langs) - 1)) // len(langs)
+    return BILINGUAL_RULE.join(render(lang, room) for lang in langs)
+
+
 def _texts(language: str) -> dict[str, str]:
     return _HEADERS.get(language, _HEADERS["en"])
 
@@ -129,7 +145,15 @@ def render_comment(
     kintone refuses comments over 65,535 characters, and a refused comment means the requester hears
     nothing: whatever the number of problems, the text is cut between problem lines to fit ``limit``,
     ending with "and N more" and a pointer to the Airflow run (``run_url``). Control characters from
-    record text are removed."""
+    record text are removed. ``language`` ``"ja+en"``: the comment in both languages, one after the other."""
+    if language == BILINGUAL:
+        return in_languages(
+            language,
+            lambda lang, room: render_comment(
+                ref, problems, lang, resolved=resolved, limit=room, run_url=run_url
+            ),
+            limit,
+        )
     texts = _texts(language)
     severities = {p.severity for p in problems}
     if resolved:
@@ -232,7 +256,8 @@ def plan_feedback(
             out.state[key] = fp
             continue
         out.state[key] = RESOLVED
-        out.comments.append(say.comment((refs or {}).get(key), key, _texts(language)["resolved"], RESOLVED))
+        resolved = in_languages(language, lambda lang, _room: _texts(lang)["resolved"])
+        out.comments.append(say.comment((refs or {}).get(key), key, resolved, RESOLVED))
     # keep resolved markers only for records that still exist, so the state does not grow forever
     for key, fp in previous.items():
         if fp == RESOLVED and key not in out.state and (live_records is None or key in live_records):

@@ -126,7 +126,7 @@ def _read_kintone(config: SyncConfig, *, full: bool) -> tuple[list[Any], list[An
         "overlap": dt.timedelta(minutes=config.kintone_overlap_minutes),
         "full": full,
     }
-    with KintoneHook(settings.KINTONE_CONN_ID, language=config.language).get_client() as client:
+    with KintoneHook(settings.KINTONE_CONN_ID, language=config.api_language).get_client() as client:
         ps_records, cache, ps_stats = read_records(
             client, config.permission_sets_app_id, cache, now=now, **options
         )
@@ -920,7 +920,7 @@ def _deliver_comments(store: AuditStore, config: SyncConfig, facts: Any, outcome
     posted: set[str] = set()
     told: set[str] = set()
     if problem_comments or outcome.access_comments:
-        with KintoneHook(settings.KINTONE_CONN_ID, language=config.language).get_client() as client:
+        with KintoneHook(settings.KINTONE_CONN_ID, language=config.api_language).get_client() as client:
             posted = _post_comments(client, problem_comments)
             told = _post_comments(client, outcome.access_comments)
     if outcome.feedback_state is not None:

@@ -86,6 +86,8 @@ def test_comment_lists_accounts_with_portal_links_in_the_records_language() -> N
     ja = access_comments(Plan(operations=ops), ok(*ops), language="ja", live_records={REC.key})[0]
     assert ja.text.startswith("アクセス権を AWS IAM Identity Center に反映しました。")
     assert "awsapps" not in ja.text  # no portal configured: no links
+    both = access_comments(Plan(operations=ops), ok(*ops), language="ja+en", live_records={REC.key})[0]
+    assert both.text.startswith(ja.text) and "Your access is live" in both.text
 
 
 def test_removals_say_why_and_carry_no_link() -> None:

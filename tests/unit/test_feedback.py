@@ -408,3 +408,18 @@ def test_one_record_whose_comment_cannot_be_built_never_stops_the_others(monkeyp
     assert [c.record_key for c in fb.comments] == ["assignments:1"]
     assert fb.state["assignments:2"] == "old-fp"
     assert "assignments:2" in caplog.text
+
+
+def test_bilingual_comments_say_everything_in_japanese_then_english_within_kintones_limit():
+    ref = _ref()
+    problem = _p("managed_policy_not_found", ref=ref, **PARAMS["managed_policy_not_found"])
+    ja, en = render_comment(ref, [problem], "ja"), render_comment(ref, [problem], "en")
+    assert render_comment(ref, [problem], "ja+en") == ja + feedback.BILINGUAL_RULE + en
+    many = [_p("invalid_name", ref=ref, name=f"n{i} {'x' * 500}", max=32) for i in range(400)]
+    both = render_comment(ref, many, "ja+en", run_url="https://airflow/run")
+    assert len(both) <= feedback.KINTONE_COMMENT_LIMIT
+    first, second = both.split(feedback.BILINGUAL_RULE)
+    assert first.startswith(ja.splitlines()[0][:4]) and "and" in second and "more" in second
+    state = plan_feedback([problem], {}, language="ja+en", live_records={ref.key}).state
+    resolved = plan_feedback([], state, language="ja+en", live_records={ref.key}).comments[0].text
+    assert "解消" in resolved and feedback.BILINGUAL_RULE in resolved
