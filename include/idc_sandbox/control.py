@@ -10,9 +10,13 @@ the emulated services' own APIs (whose call counters must only count the pipelin
 - ``PATCH /_sandbox/scim/job``                  change the sync job (``graph.set_job`` keyword arguments)
 - ``GET /_sandbox/calls?service=&operation=&since=``  the call log; ``GET /_sandbox/counters``
 - ``GET|DELETE /_sandbox/slack/messages``       captured Slack webhook posts
-- ``GET /_sandbox/kintone/comments?app=&record=``    record comments (all records of the app without ``record``)
+- ``GET /_sandbox/kintone/comments?app=&record=``    record comments (all records of the app without ``record``,
+                                                 of every app without ``app``)
+- ``GET|POST|DELETE /_sandbox/kintone/webhooks``  list / register ``{url, apps?, events?}`` / remove all webhooks
+- ``GET /_sandbox/kintone/webhooks/deliveries`` what the webhooks sent or dropped (``kintone_webhooks``)
 - ``POST /_sandbox/kintone/records``            ``{app, fields, user, id?}`` add (or update with ``id``) a record
-                                                 as that user would in the UI
+                                                 as that user would in the UI; ``DELETE`` ``{app, id, user}``
+                                                 deletes one (webhooks fire as for the UI)
 - ``POST /_sandbox/kintone/tokens``             ``{app, token?}`` create an API token (a UI action in kintone)
 - ``GET /_sandbox/state/assignments``           IdC assignments with names (``?account=&permission_set=&managed=``)
 - ``GET /_sandbox/state/permission-sets``       permission sets with policies, tags and provisioning status
@@ -33,6 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from idc_sandbox import kintone as kintone_api
+from idc_sandbox import kintone_webhooks
 from idc_sandbox import seed as seeding
 from idc_sandbox.core import FaultRule, Sandbox
 
@@ -93,6 +98,8 @@ def _wrap(fn: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             return JSONResponse({"error": err.message}, status_code=err.status)
         except seeding.SeedError as err:
             return JSONResponse({"error": f"invalid seed: {err}"}, status_code=400)
+        except kintone_webhooks.WebhookError as err:
+            return JSONResponse({"error": str(err)}, status_code=400)
         except kintone_api.KintoneError as err:
             return JSONResponse(
                 {"error": err.text("en"), "code": err.wire_code, "errors": err.errors}, status_code=err.status
@@ -181,7 +188,7 @@ async def scim_job(sandbox: Sandbox, request: Request) -> Any:
 # --------------------------------------------------------------------------- observation
 async def calls(sandbox: Sandbox, request: Request) -> Any:
     q = request.query_params
-    since = int(q.get("since") or 0)
+    since = _int_param(q.get("since") or 0, "since")
     found = sandbox.calls.calls(q.get("service") or None, q.get("operation") or None)
     return {"calls": [dc.asdict(c) for c in found if c.seq > since]}
 
@@ -216,15 +223,46 @@ def _int_param(value: Any, name: str) -> int:
         raise ControlError(f"{name} must be an integer") from None
 
 
-async def kintone_comments(sandbox: Sandbox, request: Request) -> Any:
-    q = request.query_params
-    app_id = _int_param(q.get("app"), "app")
-    if q.get("record"):
-        return {"comments": kintone_api.comments_of(sandbox, app_id, _int_param(q.get("record"), "record"))}
+def _comments_by_record(sandbox: Sandbox, app_id: int) -> dict[str, list[dict[str, Any]]]:
     with sandbox.lock:
         app = sandbox.world.kintone.apps.get(app_id)
         record_ids = sorted(app.comments) if app else []
-    return {"records": {str(r): kintone_api.comments_of(sandbox, app_id, r) for r in record_ids}}
+    return {str(r): kintone_api.comments_of(sandbox, app_id, r) for r in record_ids}
+
+
+async def kintone_comments(sandbox: Sandbox, request: Request) -> Any:
+    """``?app=&record=``: that record's comments; ``?app=``: by record; neither: by app, then record."""
+    q = request.query_params
+    if not q.get("app"):
+        if q.get("record"):
+            raise ControlError("record needs app: a record id is only unique within its app")
+        with sandbox.lock:
+            app_ids = sorted(sandbox.world.kintone.apps)
+        return {"apps": {str(a): {"records": _comments_by_record(sandbox, a)} for a in app_ids}}
+    app_id = _int_param(q.get("app"), "app")
+    if q.get("record"):
+        return {"comments": kintone_api.comments_of(sandbox, app_id, _int_param(q.get("record"), "record"))}
+    return {"records": _comments_by_record(sandbox, app_id)}
+
+
+async def kintone_webhooks_endpoint(sandbox: Sandbox, request: Request) -> Any:
+    if request.method == "GET":
+        return {"webhooks": kintone_webhooks.webhooks(sandbox)}
+    if request.method == "DELETE":
+        kintone_webhooks.clear(sandbox)
+        return {"webhooks": []}
+    body = await _body(request)
+    unknown = set(body) - {"url", "apps", "events"}
+    if unknown:
+        raise ControlError(f"unknown webhook fields {sorted(unknown)}; expected url, apps, events")
+    if "url" not in body:
+        raise ControlError("a webhook needs url")
+    hook_id = kintone_webhooks.register(sandbox, body["url"], body.get("apps"), body.get("events"))
+    return _json({"id": hook_id}, status=201)
+
+
+async def kintone_webhook_deliveries(sandbox: Sandbox, request: Request) -> Any:
+    return {"deliveries": kintone_webhooks.deliveries(sandbox)}
 
 
 async def kintone_records(sandbox: Sandbox, request: Request) -> Any:
@@ -234,6 +272,10 @@ async def kintone_records(sandbox: Sandbox, request: Request) -> Any:
     fields = body.get("fields") or {}
     if app_id not in sandbox.world.kintone.apps:
         raise ControlError(f"no kintone app {app_id}", 404)
+    if request.method == "DELETE":
+        record_id = _int_param(body.get("id"), "id")
+        kintone_api.delete_record(sandbox, app_id, record_id, user_code=user)
+        return {"deleted": str(record_id)}
     if body.get("id") not in (None, ""):
         revision = kintone_api.update_record(sandbox, app_id, body["id"], fields, user_code=user)
         return {"id": str(body["id"]), "revision": revision}
@@ -251,6 +293,8 @@ async def kintone_tokens(sandbox: Sandbox, request: Request) -> Any:
 
 async def state_assignments(sandbox: Sandbox, request: Request) -> Any:
     q = request.query_params
+    if q.get("managed") not in (None, "", "true", "false"):
+        raise ControlError(f"managed must be true or false (or left out), got {q.get('managed')!r}")
     with sandbox.lock:
         world = sandbox.world
         ic, org, store = world.identity_center, world.organization, world.identity_store
@@ -262,7 +306,7 @@ async def state_assignments(sandbox: Sandbox, request: Request) -> Any:
             if q.get("permission_set") and (ps is None or ps.name != q.get("permission_set")):
                 continue
             managed = bool(ps and ps.tags.get(seeding.OWNERSHIP_TAG_KEY) == seeding.OWNERSHIP_TAG_VALUE)
-            if q.get("managed") in ("true", "false") and managed != (q.get("managed") == "true"):
+            if q.get("managed") and managed != (q.get("managed") == "true"):
                 continue
             if a.principal_type == "USER":
                 user = store.users.get(a.principal_id)
@@ -370,8 +414,10 @@ def routes() -> list[BaseRoute]:
         ("/_sandbox/counters", counters, ["GET"]),
         ("/_sandbox/slack/messages", slack_messages, ["GET", "DELETE"]),
         ("/_sandbox/kintone/comments", kintone_comments, ["GET"]),
-        ("/_sandbox/kintone/records", kintone_records, ["POST"]),
+        ("/_sandbox/kintone/records", kintone_records, ["POST", "DELETE"]),
         ("/_sandbox/kintone/tokens", kintone_tokens, ["POST"]),
+        ("/_sandbox/kintone/webhooks", kintone_webhooks_endpoint, ["GET", "POST", "DELETE"]),
+        ("/_sandbox/kintone/webhooks/deliveries", kintone_webhook_deliveries, ["GET"]),
         ("/_sandbox/state/assignments", state_assignments, ["GET"]),
         ("/_sandbox/state/permission-sets", state_permission_sets, ["GET"]),
         ("/_sandbox/config", config, ["GET", "PATCH"]),

@@ -30,6 +30,18 @@ FAULT_KINDS = (
     "db_lock",  # kintone GAIA_DA02 (520)
     "short_read",  # kintone cursor page silently drops its last record (fewer records than totalCount)
 )
+_AWS_KINDS = ("throttle", "conflict", "error5xx", "access_denied", "outage", "latency")
+# The kinds each service's handlers can produce: a rule of another kind would be accepted and never fire.
+SERVICE_FAULT_KINDS: dict[str, tuple[str, ...]] = {
+    "sso-admin": (*_AWS_KINDS, "async_failed"),
+    "identitystore": _AWS_KINDS,
+    "organizations": _AWS_KINDS,
+    "iam": _AWS_KINDS,
+    "accessanalyzer": _AWS_KINDS,
+    "kintone": ("throttle", "error5xx", "outage", "latency", "db_lock", "short_read"),
+    "graph": ("throttle", "error5xx", "access_denied", "outage", "latency"),
+    "slack": ("throttle", "error5xx", "outage", "latency"),
+}
 
 
 class Clock(Protocol):
@@ -124,6 +136,15 @@ class Faults:
     def add(self, rule: FaultRule) -> FaultRule:
         if rule.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {rule.kind!r}; expected one of {FAULT_KINDS}")
+        if rule.service != "*" and rule.service not in SERVICE_FAULT_KINDS:
+            raise ValueError(
+                f"unknown fault service {rule.service!r}; expected '*' or one of {sorted(SERVICE_FAULT_KINDS)}"
+            )
+        if rule.service != "*" and rule.kind not in SERVICE_FAULT_KINDS[rule.service]:
+            raise ValueError(
+                f"{rule.service} cannot produce fault kind {rule.kind!r}; "
+                f"its kinds are {SERVICE_FAULT_KINDS[rule.service]}"
+            )
         with self._lock:
             rule.id = next(self._ids)
             self._rules.append(rule)

@@ -16,7 +16,10 @@ Deliberate simplifications (documented in the README):
   parentheses, ``order by``, ``limit``, ``offset``, ``NOW()``/``TODAY()``/``LOGINUSER()``).
 
 In-process helpers for tests and the demo (``add_record``, ``update_record``, ``delete_record``,
-``comments_of``) act as a person working in the kintone UI would.
+``add_comment``, ``comments_of``) act as a person working in the kintone UI would, webhooks included
+(``kintone_webhooks``: single-record REST writes, comments and UI actions notify; bulk REST calls and seeds
+do not, as in kintone). Unknown paths under ``/k/`` answer ``CB_NF01`` like kintone; ``bulkRequest.json``
+runs ``record.json`` (POST, PUT) and ``records.json`` (POST, PUT, DELETE) all or nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from idc_sandbox import kintone_webhooks
 from idc_sandbox.core import Sandbox
 from idc_sandbox.state import KintoneApp, KintoneComment, KintoneCursor, utcnow
 
@@ -51,6 +55,8 @@ MAX_OFFSET = 10_000
 MAX_BULK = 100
 MAX_COMMENT_CHARS = 65_535
 MAX_MENTIONS = 10
+MAX_BULK_REQUESTS = 20  # requests in one bulkRequest.json
+MAX_COMMENTS_PAGE = 10
 
 # system fields every app has (English-locale default field codes)
 SYSTEM_FIELDS: dict[str, dict[str, Any]] = {
@@ -1014,10 +1020,28 @@ async def _read_params(request: Request, method: str) -> dict[str, Any]:
     return params
 
 
-def _error_response(err: KintoneError, lang: str, extra_headers: dict[str, str]) -> Response:
+class BulkRequestFailed(KintoneError):
+    """One request of a bulkRequest failed: kintone answers ``{"results": [...]}`` with that request's error
+    at its index, ``{}`` for every other one, and nothing of the bulk is kept."""
+
+    def __init__(self, failed: KintoneError, index: int, count: int) -> None:
+        super().__init__(failed.code, *failed.args_, errors=failed.errors, status=failed.status)
+        self.failed, self.index, self.count = failed, index, count
+
+
+def _error_body(err: KintoneError, lang: str) -> dict[str, Any]:
     body: dict[str, Any] = {"code": err.wire_code, "id": _error_id(), "message": err.text(lang)}
     if err.errors:
         body["errors"] = err.errors
+    return body
+
+
+def _error_response(err: KintoneError, lang: str, extra_headers: dict[str, str]) -> Response:
+    if isinstance(err, BulkRequestFailed):
+        results: list[dict[str, Any]] = [{} for _ in range(err.count)]
+        results[err.index] = _error_body(err.failed, lang)
+        return JSONResponse({"results": results}, status_code=err.status, headers=extra_headers)
+    body = _error_body(err, lang)
     return JSONResponse(body, status_code=err.status, headers={**extra_headers, **err.headers})
 
 
@@ -1149,13 +1173,18 @@ def _author(principal: Principal) -> dict[str, str]:
     return dict(principal.user)
 
 
-def post_record(sandbox: Sandbox, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+def _insert_record(sandbox: Sandbox, principal: Principal, params: dict[str, Any]) -> tuple[KintoneApp, int]:
     app = _app(sandbox, principal, params.get("app"))
     errors: dict[str, list[str]] = {}
     record = _create(sandbox, app, params.get("record") or {}, _author(principal), errors, "record.")
     if errors:
         raise invalid(errors)
-    rid = _commit_new(app, record)
+    return app, _commit_new(app, record)
+
+
+def post_record(sandbox: Sandbox, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    app, rid = _insert_record(sandbox, principal, params)
+    notify_record(sandbox, app, "ADD_RECORD", rid)
     return {"id": str(rid), "revision": "1"}
 
 
@@ -1205,14 +1234,79 @@ def _update(
     return rid, staged
 
 
-def put_record(sandbox: Sandbox, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+def _replace_record(
+    sandbox: Sandbox, principal: Principal, params: dict[str, Any]
+) -> tuple[KintoneApp, int, str]:
     app = _app(sandbox, principal, params.get("app"))
     errors: dict[str, list[str]] = {}
     rid, staged = _update(sandbox, app, params, _author(principal), errors, "")
     if errors:
         raise invalid(errors)
     app.records[rid] = staged
-    return {"revision": staged["$revision"]["value"]}
+    return app, rid, str(staged["$revision"]["value"])
+
+
+def put_record(sandbox: Sandbox, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    app, rid, revision = _replace_record(sandbox, principal, params)
+    notify_record(sandbox, app, "UPDATE_RECORD", rid)
+    return {"revision": revision}
+
+
+# --------------------------------------------------------------------------- webhooks (payloads)
+def _stamp(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _record_url(sandbox: Sandbox, app_id: int, record_id: int) -> str:
+    return f"https://{sandbox.world.kintone.domain}/k/{app_id}/show#record={record_id}"
+
+
+def _record_title(app: KintoneApp, record: dict[str, Any]) -> str:
+    """kintone's record title is a field chosen in the app settings; the sandbox takes the first text field."""
+    code = next((c for c, p in app.fields.items() if p.get("type") == "SINGLE_LINE_TEXT"), None)
+    return str(record.get(code, {}).get("value") or "") if code else ""
+
+
+def notify_record(sandbox: Sandbox, app: KintoneApp, event: str, record_id: int) -> None:
+    """ADD_RECORD / UPDATE_RECORD webhooks for a committed record (caller holds ``sandbox.lock``)."""
+
+    def build() -> dict[str, Any]:
+        record = app.records[record_id]
+        return {
+            "type": event,
+            "app": {"id": str(app.id), "name": app.name},
+            "record": copy.deepcopy(record),
+            "recordTitle": _record_title(app, record),
+            "url": _record_url(sandbox, app.id, record_id),
+        }
+
+    kintone_webhooks.emit(sandbox, app.id, event, record_id, build)
+
+
+def notify_deleted(sandbox: Sandbox, app: KintoneApp, record_id: int, by: dict[str, str]) -> None:
+    def build() -> dict[str, Any]:
+        return {
+            "type": "DELETE_RECORD",
+            "app": {"id": str(app.id), "name": app.name},
+            "recordId": str(record_id),
+            "deletedBy": dict(by),
+            "deletedAt": _stamp(sandbox.now()),
+        }
+
+    kintone_webhooks.emit(sandbox, app.id, "DELETE_RECORD", record_id, build)
+
+
+def notify_comment(sandbox: Sandbox, app: KintoneApp, record_id: int, comment: KintoneComment) -> None:
+    def build() -> dict[str, Any]:
+        return {
+            "type": "ADD_RECORD_COMMENT",
+            "app": {"id": str(app.id), "name": app.name},
+            "recordId": str(record_id),
+            "comment": comment_json(comment),
+            "url": f"{_record_url(sandbox, app.id, record_id)}&comment={comment.id}",
+        }
+
+    kintone_webhooks.emit(sandbox, app.id, "ADD_RECORD_COMMENT", record_id, build)
 
 
 def put_records(sandbox: Sandbox, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
@@ -1383,6 +1477,11 @@ def _add_comment(
         if mtype == "USER":
             _user_entity(sandbox, code)
         clean.append({"code": code, "type": mtype})
+    if clean:
+        # kintone puts the mentioned names in front of the text ("@" dropped): "Name1 Name2 \ntext"
+        users = sandbox.world.kintone.users
+        names = [users.get(m["code"], m["code"]) if m["type"] == "USER" else m["code"] for m in clean]
+        text = f"{' '.join(names)} \n{text}"
     entry = KintoneComment(app.next_comment_id, text, clean, dict(author), sandbox.now())
     app.next_comment_id += 1
     app.comments.setdefault(record_id, []).append(entry)
@@ -1393,6 +1492,7 @@ def post_comment(sandbox: Sandbox, principal: Principal, params: dict[str, Any])
     app = _app(sandbox, principal, params.get("app"))
     rid = _record_id(params.get("record"), "record")
     entry = _add_comment(sandbox, app, rid, params.get("comment"), _author(principal))
+    notify_comment(sandbox, app, rid, entry)
     return {"id": str(entry.id)}
 
 
@@ -1412,19 +1512,28 @@ def delete_comment(sandbox: Sandbox, principal: Principal, params: dict[str, Any
     return {}
 
 
+def _count_param(params: dict[str, Any], name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(str(raw))
+    except ValueError:
+        raise invalid({name: ["数値である必要があります。"]}) from None
+
+
 def get_comments(sandbox: Sandbox, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
     app = _app(sandbox, principal, params.get("app"))
     rid = _record_id(params.get("record"), "record")
     if rid not in app.records:
         raise KintoneError("GAIA_RE01", rid)
     order = str(params.get("order") or "desc")
-    try:
-        offset = int(str(params.get("offset") or 0))
-        limit = int(str(params.get("limit") or 10))
-    except ValueError:
-        raise invalid({"limit": ["数値である必要があります。"]}) from None
-    if limit < 1 or limit > 10:
-        raise invalid({"limit": ["1以上10以下である必要があります。"]})
+    offset = _count_param(params, "offset", 0)
+    limit = _count_param(params, "limit", MAX_COMMENTS_PAGE)
+    if limit < 0 or limit > MAX_COMMENTS_PAGE:  # kintone documents 0 to 10
+        raise invalid({"limit": [f"0以上{MAX_COMMENTS_PAGE}以下である必要があります。"]})
+    if offset < 0:
+        raise invalid({"offset": ["0以上である必要があります。"]})
     comments = sorted(app.comments.get(rid, []), key=lambda c: c.id, reverse=order != "asc")
     page = comments[offset : offset + limit]
     return {
@@ -1590,7 +1699,78 @@ def get_deploy(sandbox: Sandbox, principal: Principal, params: dict[str, Any]) -
     return {"apps": [{"app": str(_app(sandbox, principal, a).id), "status": "SUCCESS"} for a in apps]}
 
 
+# --------------------------------------------------------------------------- bulkRequest
+def _bulk_record_post(sandbox: Sandbox, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    _, rid = _insert_record(sandbox, principal, params)
+    return {"id": str(rid), "revision": "1"}
+
+
+def _bulk_record_put(sandbox: Sandbox, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    return {"revision": _replace_record(sandbox, principal, params)[2]}
+
+
+# what bulkRequest runs in the sandbox (kintone also runs record(s)/status and assignees: no process
+# management here); none of them sends webhooks, as kintone's bulk calls do not
+BULK_APIS: dict[tuple[str, str], Handler] = {
+    ("POST", "record.json"): _bulk_record_post,
+    ("PUT", "record.json"): _bulk_record_put,
+    ("POST", "records.json"): post_records,
+    ("PUT", "records.json"): put_records,
+    ("DELETE", "records.json"): delete_records,
+}
+
+
+def bulk_request(sandbox: Sandbox, principal: Principal, params: dict[str, Any]) -> dict[str, Any]:
+    """Runs up to 20 record writes over several apps all or nothing, as kintone's bulkRequest does."""
+    given = params.get("requests")
+    if not isinstance(given, list) or not given:
+        raise invalid({"requests": ["必須です。"]})
+    if len(given) > MAX_BULK_REQUESTS:
+        raise invalid({"requests": [f"一度に{MAX_BULK_REQUESTS}件までしか実行できません。"]})
+    steps: list[tuple[Handler, dict[str, Any]]] = []
+    for i, req in enumerate(given):
+        if not isinstance(req, dict):
+            raise invalid({f"requests[{i}]": ["オブジェクトである必要があります。"]})
+        api = str(req.get("api") or "")
+        m = re.fullmatch(r"/k/v1/([\w/]+?)(?:\.json)?", api)
+        handler = BULK_APIS.get((str(req.get("method") or "").upper(), f"{m.group(1)}.json" if m else ""))
+        if handler is None:
+            supported = ", ".join(f"{meth} /k/v1/{path}" for meth, path in BULK_APIS)
+            raise invalid({f"requests[{i}].api": [f"一括処理できないAPIです（sandbox: {supported}）。"]})
+        payload = req.get("payload")
+        if not isinstance(payload, dict):
+            raise invalid({f"requests[{i}].payload": ["必須です。"]})
+        steps.append((handler, payload))
+    apps = sandbox.world.kintone.apps
+    # the writes only replace, add or pop entries of these dicts, so shallow copies undo them
+    saved = {a.id: (dict(a.records), dict(a.comments), a.next_record_id) for a in apps.values()}
+    counted: set[int] = set()
+    results = []
+    for i, (handler, payload) in enumerate(steps):
+        try:
+            app = _app(sandbox, principal, payload.get("app"))
+            if app.id not in counted:
+                counted.add(app.id)
+                _count_request(sandbox, app)
+            results.append(handler(sandbox, principal, payload))
+        except KintoneError as err:
+            for app_id, (records, comments, next_id) in saved.items():
+                if app_id in apps:
+                    apps[app_id].records, apps[app_id].comments = records, comments
+                    apps[app_id].next_record_id = next_id
+            raise BulkRequestFailed(err, i, len(steps)) from None
+    return {"results": results}
+
+
 # --------------------------------------------------------------------------- routes
+async def not_found(request: Request) -> Response:
+    """Any other path under ``/k/``: kintone's JSON 404 (``CB_NF01``), never an HTML page."""
+    sandbox: Sandbox = request.app.state.sandbox
+    path = request.path_params.get("rest", "")
+    sandbox.calls.record(SERVICE, f"{request.method} {path}", {}, 404, "CB_NF01")
+    return _error_response(KintoneError("CB_NF01", status=404), _lang(request), {})
+
+
 def routes() -> list[BaseRoute]:
     table: list[tuple[str, dict[str, Handler], dict[str, Any]]] = [
         ("record.json", {"GET": get_record, "POST": post_record, "PUT": put_record}, {}),
@@ -1608,10 +1788,15 @@ def routes() -> list[BaseRoute]:
         ("preview/app/form/fields.json", {"GET": get_fields, "POST": post_fields}, {"counts": False}),
         ("preview/app.json", {"POST": post_app}, {"counts": False}),
         ("preview/app/deploy.json", {"POST": post_deploy, "GET": get_deploy}, {"counts": False}),
+        ("bulkRequest.json", {"POST": bulk_request}, {"counts": False}),
     ]
+    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
     return [
-        Route(f"/k/v1/{path}", _method_router(path, handlers, **kw), methods=["GET", "POST", "PUT", "DELETE"])
-        for path, handlers, kw in table
+        *(
+            Route(f"/k/v1/{path}", _method_router(path, handlers, **kw), methods=methods)
+            for path, handlers, kw in table
+        ),
+        Route("/k/{rest:path}", not_found, methods=methods),  # last: only what no route above took
     ]
 
 
@@ -1676,7 +1861,9 @@ def add_record(
         )
         if errors:
             raise invalid(errors)
-        return _commit_new(app, record)
+        rid = _commit_new(app, record)
+        notify_record(sandbox, app, "ADD_RECORD", rid)
+        return rid
 
 
 def update_record(
@@ -1710,15 +1897,20 @@ def update_record(
             raise invalid(errors)
         _touch(app, staged, _author_of(sandbox, user_code), at or sandbox.now())
         app.records[rid] = staged
+        notify_record(sandbox, app, "UPDATE_RECORD", rid)
         return str(staged["$revision"]["value"])
 
 
-def delete_record(sandbox: Sandbox, app_id: int | str, record_id: int | str) -> None:
+def delete_record(
+    sandbox: Sandbox, app_id: int | str, record_id: int | str, *, user_code: str = "Administrator"
+) -> None:
+    """Deletes a record as ``user_code`` would in the UI (its DELETE_RECORD webhook names that user)."""
     with sandbox.lock:
         app = sandbox.world.kintone.apps[int(app_id)]
         if app.records.pop(int(record_id), None) is None:
             raise KintoneError("GAIA_RE01", record_id)
         app.comments.pop(int(record_id), None)
+        notify_deleted(sandbox, app, int(record_id), _author_of(sandbox, user_code))
 
 
 def comments_of(sandbox: Sandbox, app_id: int | str, record_id: int | str) -> list[dict[str, Any]]:
@@ -1749,6 +1941,7 @@ def add_comment(
             {"text": text, "mentions": mentions or []},
             _author_of(sandbox, user_code),
         )
+        notify_comment(sandbox, app, int(record_id), entry)
         return entry.id
 
 

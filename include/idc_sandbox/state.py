@@ -205,6 +205,16 @@ class KintoneCursor:
 
 
 @dc.dataclass
+class KintoneWebhook:
+    """A webhook registered in app settings: where kintone POSTs, for which apps and events (None: all)."""
+
+    id: str
+    url: str
+    apps: list[int] | None = None
+    events: list[str] | None = None
+
+
+@dc.dataclass
 class Kintone:
     domain: str = "example.cybozu.com"
     users: dict[str, str] = dc.field(default_factory=dict)  # user code -> display name
@@ -219,6 +229,12 @@ class Kintone:
     max_concurrent_requests: int = 100  # per domain (429 GAIA_TO04 above)
     max_cursors: int = 10
     cursor_ttl_seconds: float = 600.0
+    # webhooks (idc_sandbox.kintone_webhooks): registrations, what was sent or dropped, and the send times
+    # (monotonic) of the last minute for the per-domain rate limit; part of the world so a reset clears them
+    webhooks: list[KintoneWebhook] = dc.field(default_factory=list)
+    webhook_deliveries: list[dict[str, Any]] = dc.field(default_factory=list)
+    webhook_sent_at: list[float] = dc.field(default_factory=list)
+    next_webhook_id: int = 1
 
 
 # --------------------------------------------------------------------------- Slack

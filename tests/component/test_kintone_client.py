@@ -400,11 +400,12 @@ def test_comments_with_mentions(apps: Apps, sandbox: Sandbox) -> None:
     cid = client.add_comment(apps.ps_id, rid, "[idc-sync] problem", mentions)
     client.add_comment(apps.ps_id, rid, "second", [])
     comments = client.get_comments(apps.ps_id, rid)
-    assert [c["text"] for c in comments] == ["second", "[idc-sync] problem"]  # newest first
+    # newest first; kintone puts the mentioned users' names in front of the text
+    assert [c["text"] for c in comments] == ["second", "Alice Bob \n[idc-sync] problem"]
     assert comments[1]["id"] == cid
     assert comments[1]["mentions"] == [{"code": "alice", "type": "USER"}, {"code": "bob", "type": "USER"}]
     assert [c["text"] for c in client.get_comments(apps.ps_id, rid, order="asc", limit=1)] == [
-        "[idc-sync] problem"
+        "Alice Bob \n[idc-sync] problem"
     ]
     assert (
         client.get_record(apps.ps_id, rid)["$revision"]["value"] == rev

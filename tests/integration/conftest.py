@@ -75,12 +75,14 @@ class SyncHarness:
         return None
 
     def comments(self) -> list[tuple[int, int, str, list[str]]]:
-        """(app id, record id, text, mentioned codes) of every kintone comment, oldest first."""
+        """(app id, record id, text, mentioned codes) of every kintone comment, oldest first; the text as
+        posted (kintone stores the mentioned names in front of it: ``"Name1 Name2 \n"``, left out here)."""
         out = []
         for app in self.sandbox.world.kintone.apps.values():
             for record_id, items in app.comments.items():
                 for c in items:
-                    out.append((app.id, record_id, c.text, [m["code"] for m in c.mentions], c.id))
+                    text = c.text.split(" \n", 1)[1] if c.mentions else c.text
+                    out.append((app.id, record_id, text, [m["code"] for m in c.mentions], c.id))
         return [(a, r, t, m) for a, r, t, m, _ in sorted(out, key=lambda x: (x[4], x[0]))]
 
     def slack(self) -> list[dict[str, Any]]:

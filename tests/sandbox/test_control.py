@@ -168,3 +168,57 @@ def test_scim_cycle_provisions_pending_users(sandbox: Sandbox, sandbox_url: str)
     assert len(names) == 20
     r = call("PATCH", sandbox_url, "scim/job", {"status_code": "Paused"})
     assert r.status_code == 200 and sandbox.world.entra.jobs[0].status_code == "Paused"
+
+
+def test_comments_of_every_app_without_app(sandbox: Sandbox, sandbox_url: str) -> None:
+    from idc_sandbox import kintone
+
+    call("POST", sandbox_url, "seed", {"name": "demo"})
+    kintone.add_comment(sandbox, 1, 1, "on a set", user_code="alice@example.com")
+    kintone.add_comment(sandbox, 2, 8, "on an assignment", user_code="grace@example.com")
+    r = call("GET", sandbox_url, "kintone/comments")
+    assert r.status_code == 200
+    texts = {
+        (app, rec): [c["text"] for c in comments]
+        for app, by_app in r.json()["apps"].items()
+        for rec, comments in by_app["records"].items()
+    }
+    assert texts == {("1", "1"): ["on a set"], ("2", "8"): ["on an assignment"]}
+    assert list(call("GET", sandbox_url, "kintone/comments", app=2).json()["records"]) == ["8"]
+    r = call("GET", sandbox_url, "kintone/comments", record=8)
+    assert r.status_code == 400 and "record needs app" in r.json()["error"]
+
+
+def test_fault_kinds_a_service_cannot_produce_are_refused(sandbox: Sandbox, sandbox_url: str) -> None:
+    r = call("POST", sandbox_url, "faults", {"service": "kintone", "kind": "access_denied"})
+    assert r.status_code == 400
+    assert r.json()["error"] == (
+        "kintone cannot produce fault kind 'access_denied'; its kinds are "
+        "('throttle', 'error5xx', 'outage', 'latency', 'db_lock', 'short_read')"
+    )
+    r = call("POST", sandbox_url, "faults", {"service": "dynamodb", "kind": "throttle"})
+    assert r.status_code == 400 and "unknown fault service 'dynamodb'" in r.json()["error"]
+    assert call("POST", sandbox_url, "faults", {"service": "*", "kind": "db_lock"}).status_code == 200
+    assert (
+        call("POST", sandbox_url, "faults", {"service": "sso-admin", "kind": "async_failed"}).status_code
+        == 200
+    )
+    assert [(f["service"], f["kind"]) for f in call("GET", sandbox_url, "faults").json()["faults"]] == [
+        ("*", "db_lock"),
+        ("sso-admin", "async_failed"),
+    ]
+
+
+def test_optional_filters_are_optional_and_bad_ones_are_refused(sandbox: Sandbox, sandbox_url: str) -> None:
+    call("POST", sandbox_url, "seed", {"name": "demo"})
+    for path, params in [
+        ("calls", {}),
+        ("calls", {"service": "", "operation": "", "since": ""}),
+        ("state/assignments", {"account": "", "permission_set": "", "managed": ""}),
+        ("kintone/comments", {"app": "", "record": ""}),
+    ]:
+        assert call("GET", sandbox_url, path, **params).status_code == 200, (path, params)
+    r = call("GET", sandbox_url, "calls", since="yesterday")
+    assert r.status_code == 400 and r.json()["error"] == "since must be an integer"
+    r = call("GET", sandbox_url, "state/assignments", managed="yes")
+    assert r.status_code == 400 and "managed must be true or false" in r.json()["error"]

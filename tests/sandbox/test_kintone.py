@@ -344,7 +344,8 @@ def test_comments_do_not_change_revision(demo: str, sandbox: Sandbox) -> None:
     assert c["creator"] == {"code": "Administrator", "name": "Administrator"}
     assert c["mentions"] == [{"code": "grace@example.com", "type": "USER"}]
     assert comments["older"] is False and comments["newer"] is False
-    assert kintone.comments_of(sandbox, 2, 8)[0]["text"] == "Unknown account 123456789012"
+    # kintone puts the mentioned users' names in front of the text
+    assert kintone.comments_of(sandbox, 2, 8)[0]["text"] == "Grace Green \nUnknown account 123456789012"
 
 
 def test_comment_limits(demo: str) -> None:
@@ -573,3 +574,84 @@ def test_in_process_helpers(demo: str, sandbox: Sandbox) -> None:
     assert kintone.comments_of(sandbox, 2, rid)[0]["creator"]["code"] == "erin@example.com"
     kintone.delete_record(sandbox, 2, rid)
     assert get(demo, "record.json", {"app": 2, "id": rid}).status_code == 404
+
+
+# --------------------------------------------------------------------------- fidelity: paths, bulkRequest, comments
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/k/v1/nope.json"), ("POST", "/k/v1/record/status.json"), ("GET", "/k/guest/3/v1/x.json")],
+)
+def test_unknown_api_paths_answer_cb_nf01(demo: str, method: str, path: str) -> None:
+    r = requests.request(
+        method, f"{demo}{path}", headers={**tok(PS_TOKEN), "Accept-Language": "en"}, timeout=10
+    )
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+    assert (r.json()["code"], r.json()["message"]) == ("CB_NF01", "The specified API is not found.")
+
+
+def test_bulk_request_runs_all_or_nothing(demo: str, sandbox: Sandbox) -> None:
+    def req(method: str, api: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"method": method, "api": api, "payload": payload}
+
+    r = send(
+        "POST",
+        demo,
+        "bulkRequest.json",
+        {
+            "requests": [
+                req("PUT", "/k/v1/record.json", {"app": 2, "id": 8, "record": {"reason": {"value": "bulk"}}}),
+                req("POST", "/k/v1/record.json", {"app": 1, "record": {"name": {"value": "BulkSet"}}}),
+                req("DELETE", "/k/v1/records.json", {"app": 2, "ids": [7]}),
+            ]
+        },
+    )
+    assert r.status_code == 200, r.text
+    new_id = r.json()["results"][1]["id"]
+    assert r.json() == {"results": [{"revision": "2"}, {"id": new_id, "revision": "1"}, {}]}
+    assert kintone.get_record_json(sandbox, 2, 8)["reason"]["value"] == "bulk"
+    assert 7 not in sandbox.world.kintone.apps[2].records
+    # the second request conflicts: nothing of the first is kept; the error sits at its index
+    before = kintone.get_record_json(sandbox, 2, 9)
+    r = send(
+        "POST",
+        demo,
+        "bulkRequest.json",
+        {
+            "requests": [
+                req("PUT", "/k/v1/record.json", {"app": 2, "id": 9, "record": {"reason": {"value": "lost"}}}),
+                req("PUT", "/k/v1/record.json", {"app": 2, "id": 8, "revision": 1, "record": {}}),
+                req("POST", "/k/v1/record.json", {"app": 1, "record": {"name": {"value": "Lost"}}}),
+            ]
+        },
+    )
+    assert r.status_code == 409
+    results = r.json()["results"]
+    assert (results[0], results[1]["code"], results[2]) == ({}, "GAIA_CO02", {})
+    assert kintone.get_record_json(sandbox, 2, 9) == before
+    assert [rec["name"]["value"] for rec in sandbox.world.kintone.apps[1].records.values()].count("Lost") == 0
+    # what the sandbox cannot run, and more than 20 requests, are refused as invalid input
+    r = send("POST", demo, "bulkRequest.json", {"requests": [req("POST", "/k/v1/record/comment.json", {})]})
+    assert (r.status_code, r.json()["code"], list(r.json()["errors"])) == (
+        400,
+        "CB_VA01",
+        ["requests[0].api"],
+    )
+    r = send("POST", demo, "bulkRequest.json", {"requests": [req("PUT", "/k/v1/record.json", {})] * 21})
+    assert (r.status_code, list(r.json()["errors"])) == (400, ["requests"])
+
+
+def test_comments_limit_zero_to_ten_and_mention_prefix(demo: str, sandbox: Sandbox) -> None:
+    mentions = [
+        {"code": "alice@example.com", "type": "USER"},
+        {"code": "platform-admins", "type": "GROUP"},
+        {"code": "sales", "type": "ORGANIZATION"},
+    ]
+    body = {"app": 2, "record": 8, "comment": {"text": "line 1\nline 2", "mentions": mentions}}
+    assert send("POST", demo, "record/comment.json", body).status_code == 200
+    r = get(demo, "record/comments.json", {"app": 2, "record": 8, "limit": 0})
+    assert r.status_code == 200 and r.json() == {"comments": [], "older": True, "newer": False}
+    (c,) = get(demo, "record/comments.json", {"app": 2, "record": 8}).json()["comments"]
+    assert c["text"] == "Alice Anderson platform-admins sales \nline 1\nline 2"
+    for bad in (-1, 11, "x"):
+        r = get(demo, "record/comments.json", {"app": 2, "record": 8, "limit": bad})
+        assert (r.status_code, r.json()["code"], list(r.json()["errors"])) == (400, "CB_VA01", ["limit"])
