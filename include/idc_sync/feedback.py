@@ -355,6 +355,40 @@ def _outcome_text(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{labels.get(k, k)} {counts.get(k, 0)}" for k in shown)
 
 
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
+def headline(
+    counts: dict[str, int], problems: Iterable[Problem], *, drift: int = 0, dry_run: bool = False
+) -> str:
+    """What happened, in one line: "3 access changes applied, 1 record needs a fix"."""
+    items = list(problems)
+    records = {p.record.key for p in items if p.record is not None and p.severity == "error"}
+    admin = [p for p in items if p.record is None and p.code not in ("deletions_withheld", "task_failed")]
+    tasks = [p for p in items if p.code == "task_failed"]
+    parts = []
+    if counts.get("applied"):
+        parts.append(_plural(counts["applied"], "access change") + " applied")
+    if counts.get("failed"):
+        parts.append(_plural(counts["failed"], "change") + " failed")
+    if tasks:
+        parts.append(_plural(len(tasks), "task") + " failed")
+    if counts.get("withheld"):
+        parts.append(_plural(counts["withheld"], "deletion") + " waiting for approval")
+    if records:
+        parts.append(_plural(len(records), "record needs a fix", "records need a fix"))
+    if drift:
+        parts.append(_plural(drift, "hand-made change") + " found (drift)")
+    if admin:
+        parts.append(_plural(len(admin), "admin alert"))
+    if counts.get("deferred"):
+        parts.append(_plural(counts["deferred"], "change") + " left for the next run")
+    text = ", ".join(parts) if parts else "Nothing changed"
+    text = ("Dry run: " + text[0].lower() + text[1:]) if dry_run else text
+    return text
+
+
 def run_summary_text(
     *,
     dag_run_id: str,
@@ -368,39 +402,40 @@ def run_summary_text(
     withheld_keys: Iterable[str] = (),
     cause: str | None = None,
 ) -> str:
-    """One short paragraph: used as the DagRun note and the first line of the Slack message.
+    """The run's note in the Airflow UI (and the audit's summary), a few lines that read as a summary:
+    the outcome first (the first failure and what it means, else the :func:`headline`), then the counts,
+    then what needs a human, then SCIM and the run id.
 
     The plan is said as *planned*; what was done comes from the results (``outcome_counts``), so a
-    rejected deletion or a retried no-op is never reported as applied. ``cause``: the run's first
-    failure and what it means (``idc_sync.failures.explain``), said first. Control characters of record
+    rejected deletion or a retried no-op is never reported as applied. Control characters of record
     text are removed (the note is shown in a browser, the summary in logs)."""
     record_problems = [p for p in problems if p.record is not None and p.severity == "error"]
-    admin = [p for p in problems if p.record is None]
-    counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in plan.counts().items() if n)
-    parts = [
-        f"idc-sync {dag_run_id}: "
-        + ("dry run: " if dry_run else "")
-        + f"planned {len(plan.operations)} change(s)"
-        + (f" ({counts})" if counts else "")
-    ]
+    admin = [p for p in problems if p.record is None and p.code not in ("deletions_withheld", "task_failed")]
+    counted = outcome_counts(results, plan, withheld=withheld, withheld_keys=withheld_keys)
+    drift = sum(op.is_drift for op in plan.operations) + sum(s.is_drift for s in plan.skipped)
+    kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in plan.counts().items() if n)
+    planned = f"Planned {len(plan.operations)} change(s)" + (f" ({kinds})" if kinds else "")
     if dry_run:
-        if plan.skipped:
-            parts.append(f"{len(plan.skipped)} skipped")
+        first = f"DRY RUN: nothing was changed; {len(plan.operations)} change(s) would be made."
+        counts = planned + (f"; {len(plan.skipped)} skipped." if plan.skipped else ".")
     else:
-        counted = outcome_counts(results, plan, withheld=withheld, withheld_keys=withheld_keys)
-        parts.append(_outcome_text(counted))
+        first = headline(counted, problems, drift=drift) + "."
+        counts = f"{planned}; {_outcome_text(counted)}."
+    lines = [f"{cause} {first}" if cause else first, counts]
+    human = []
     if record_problems:
-        parts.append(f"{len(record_problems)} record problem(s)")
-    if admin:
-        parts.append(f"{len(admin)} admin alert(s)")
-    if scim:
-        parts.append(f"SCIM {scim.get('status', 'unknown')}")
-    text = "; ".join(parts) + "."
-    if cause:
-        text = f"{cause} {text}"
-    if ui_url:
-        text += f" {ui_url}"
-    return strip_control(text)
+        n = len({p.record.key for p in record_problems if p.record is not None})
+        human.append(f"{n} record(s) to fix (told on the record)")
+    if withheld and not dry_run:
+        human.append(f"{withheld} deletion(s) to approve or reject (DAG idc_sync_approval)")
+    human += [strip_control(p.message)[:300] for p in admin[:3]]
+    if len(admin) > 3:
+        human.append(f"{len(admin) - 3} more admin alert(s) (see Slack and the audit)")
+    if human:
+        lines.append("Needs a human: " + "; ".join(human) + ".")
+    tail = f"SCIM {scim.get('status', 'unknown')}. " if scim else ""
+    lines.append(f"{tail}Run {dag_run_id}." + (f" {ui_url}" if ui_url else ""))
+    return strip_control("\n".join(lines))
 
 
 def _clip(text: str, limit: int) -> str:

@@ -60,6 +60,8 @@ class RunOutcome(BaseModel):
     counts: dict[str, int]  # feedback.outcome_counts
     comments: list[feedback.Comment] = Field(default_factory=list)
     access_comments: list[feedback.Comment] = Field(default_factory=list)  # "your access is live"
+    # records whose "access is live" news rides in their problem comment (one comment per record and run)
+    access_in_comments: list[str] = Field(default_factory=list)
     feedback_state: dict[str, str] | None = None  # None: comments are not decided this run
     comments_withheld_because: str = ""
     post_slack: bool = False
@@ -108,6 +110,7 @@ def decide_outcome(facts: RunFacts) -> RunOutcome:
             run_url=facts.run_url,
             already_told=facts.access_told,
         )
+        _merge_access_news(out)
     _decide_slack(facts, problems, out)
     return out
 
@@ -196,6 +199,22 @@ def _decide_comments(facts: RunFacts, problems: list[Problem], out: RunOutcome) 
     )
     out.comments = plan.comments
     out.feedback_state = plan.state
+
+
+def _merge_access_news(out: RunOutcome) -> None:
+    """A record that gets a problem comment and access news in the same run gets one comment: the news is
+    appended to the problem comment (kintone's limit kept: the news is cut first)."""
+    by_record = {c.record_key: c for c in out.comments}
+    alone = []
+    for news in out.access_comments:
+        comment = by_record.get(news.record_key)
+        if comment is None:
+            alone.append(news)
+            continue
+        room = feedback.KINTONE_COMMENT_LIMIT - len(comment.text) - 2
+        comment.text = f"{comment.text}\n\n{news.text[: max(room, 0)]}".rstrip()
+        out.access_in_comments.append(news.record_key)
+    out.access_comments = alone
 
 
 def feedback_state_after(previous: dict[str, str], outcome: RunOutcome, posted: set[str]) -> dict[str, str]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from idc_sync.feedback import outcome_counts
+from idc_sync.feedback import headline, outcome_counts
 from idc_sync.model import AssignmentOp, OpKind, OpResult, Plan, Problem
 from idc_sync.sanitize import slack_code, slack_escape
 
-HEADER_LIMIT = 150
+HEADER_LIMIT = 150  # characters of a header block
 SECTION_LIMIT = 3000
 MAX_LINES = 15  # per list; the rest is "and N more (see the run)"
 
@@ -28,40 +28,6 @@ _VERB = {
     OpKind.PROVISION_PERMISSION_SET: "provisioned permission set",
     OpKind.DELETE_PERMISSION_SET: "deleted permission set",
 }
-
-
-def _plural(n: int, one: str, many: str | None = None) -> str:
-    return f"{n:,} {one if n == 1 else (many or one + 's')}"
-
-
-def headline(
-    counts: dict[str, int], problems: Iterable[Problem], *, drift: int = 0, dry_run: bool = False
-) -> str:
-    """What happened, in one line: "3 access changes applied, 1 record needs a fix"."""
-    items = list(problems)
-    records = {p.record.key for p in items if p.record is not None and p.severity == "error"}
-    admin = [p for p in items if p.record is None and p.code not in ("deletions_withheld", "task_failed")]
-    tasks = [p for p in items if p.code == "task_failed"]
-    parts = []
-    if counts.get("applied"):
-        parts.append(_plural(counts["applied"], "access change") + " applied")
-    if counts.get("failed"):
-        parts.append(_plural(counts["failed"], "change") + " failed")
-    if tasks:
-        parts.append(_plural(len(tasks), "task") + " failed")
-    if counts.get("withheld"):
-        parts.append(_plural(counts["withheld"], "deletion") + " waiting for approval")
-    if records:
-        parts.append(_plural(len(records), "record needs a fix", "records need a fix"))
-    if drift:
-        parts.append(_plural(drift, "hand-made change") + " found (drift)")
-    if admin:
-        parts.append(_plural(len(admin), "admin alert"))
-    if counts.get("deferred"):
-        parts.append(_plural(counts["deferred"], "change") + " left for the next run")
-    text = ", ".join(parts) if parts else "Nothing changed"
-    text = ("Dry run: " + text[0].lower() + text[1:]) if dry_run else text
-    return text[:HEADER_LIMIT]
 
 
 def _op_line(op: Any) -> str:
@@ -76,16 +42,17 @@ def _op_line(op: Any) -> str:
 
 
 def _list(title: str, lines: list[str], total: int | None = None) -> dict[str, Any] | None:
+    """A titled bullet list in one section: at most :data:`MAX_LINES` lines, each clipped so that every
+    listed line fits Slack's 3,000 characters (a long error is cut, never the line after it)."""
     if not lines:
         return None
     total = len(lines) if total is None else total
     shown = lines[:MAX_LINES]
-    if total > len(shown):
-        shown.append(f"• … and {total - len(shown):,} more (see the run)")
-    text = f"*{title} ({total:,})*\n" + "\n".join(shown)
-    if len(text) > SECTION_LIMIT:
-        text = text[: SECTION_LIMIT - 1] + "…"
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    more = [f"• … and {total - len(shown):,} more (see the run)"] if total > len(shown) else []
+    head = f"*{title} ({total:,})*"
+    budget = (SECTION_LIMIT - len(head) - sum(len(m) + 1 for m in more)) // len(shown) - 1
+    shown = [line if len(line) <= budget else line[: budget - 1] + "…" for line in shown]
+    return {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join([head, *shown, *more])}}
 
 
 def _record_label(p: Problem) -> str:
@@ -113,7 +80,7 @@ def summary_message(
     counts = outcome_counts(results, plan, withheld=withheld, withheld_keys=withheld_keys)
     ops = {op.key: op for op in plan.operations}
     drift = [op for op in plan.operations if op.is_drift] + [s for s in plan.skipped if s.is_drift]
-    title = headline(counts, problems, drift=len(drift))
+    title = headline(counts, problems, drift=len(drift))[:HEADER_LIMIT]
     blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
     applied = [ops[r.key] for r in results if r.status == "succeeded" and r.key in ops]
     failed = [r for r in results if r.status == "failed"]

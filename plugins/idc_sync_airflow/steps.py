@@ -923,13 +923,15 @@ def _deliver_comments(store: AuditStore, config: SyncConfig, facts: Any, outcome
         with KintoneHook(settings.KINTONE_CONN_ID, language=config.api_language).get_client() as client:
             posted = _post_comments(client, problem_comments)
             told = _post_comments(client, outcome.access_comments)
+    alone = len(told)
+    told |= posted & set(outcome.access_in_comments)  # the news rode in the record's problem comment
     if outcome.feedback_state is not None:
         store.write_state(FEEDBACK_STATE, feedback_state_after(facts.previous_feedback, outcome, posted))
     if told:
         previous = store.read_state(access_news.STATE)
         store.write_state(access_news.STATE, access_news.told_after(previous, facts.run_id, told))
-    log.info("posted %d problem comment(s) and %d access comment(s)", len(posted), len(told))
-    return len(posted) + len(told)
+    log.info("posted %d problem comment(s) and %d access comment(s)", len(posted), alone)
+    return len(posted) + alone
 
 
 def _post_comments(client: Any, comments: list[feedback.Comment]) -> set[str]:

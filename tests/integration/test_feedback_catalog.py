@@ -137,9 +137,12 @@ def test_catalog_of_bad_records_gets_one_right_comment_each_and_one_resolved_aft
     assert all(len(items) == 1 for items in by_record.values()), {
         k: [t[:60] for t, _ in v] for k, v in by_record.items() if len(v) > 1
     }
-    # the good records were not commented
-    good_ids = {(harness.app_id(PS), late_id)}
-    assert not good_ids & set(by_record)
+    # the good record heard only that its permission set is live (issue 13), no problem
+    [(late_text, _)] = by_record[(harness.app_id(PS), late_id)]
+    assert late_text.startswith(
+        "アクセス権を AWS IAM Identity Center に反映しました。\n\n- 権限セット CatLate を作成しました。\n\n"
+        "実行の詳細: http://localhost:8080/dags/idc_sync/runs/"
+    ), late_text
     # the pipeline's comments changed no record's revision (they are not user edits)
     assert _revisions(harness) == revisions
     # the admin problem went to Slack

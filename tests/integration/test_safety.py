@@ -843,12 +843,14 @@ def test_expiring_access_is_reminded_once_and_removed_after_the_day(harness):
 
     assert _state(harness.run()) == "success"
     assert grant in harness.assignments()
-    reminders = _record_comments(harness, 2, 13)
-    assert len(reminders) == 1 and soon.isoformat() in reminders[0]
+    first = _record_comments(harness, 2, 13)
+    # the reminder, and (the first sync created the grant) the "access is live" news
+    reminders = [c for c in first if soon.isoformat() in c]
+    assert len(reminders) == 1 and len(first) == 2, first
     assert _problems(harness.last_audit(), "access_expiring")[0]["severity"] == "info"
 
     assert _state(harness.run()) == "success"  # still within the reminder days: not repeated
-    assert _record_comments(harness, 2, 13) == reminders
+    assert _record_comments(harness, 2, 13) == first
 
     yesterday = today - dt.timedelta(days=1)
     kintone_sandbox.update_record(
@@ -858,7 +860,14 @@ def test_expiring_access_is_reminded_once_and_removed_after_the_day(harness):
     assert grant not in harness.assignments()
     ops = {op["key"]: op["reason"] for op in harness.last_audit()["plan"]["operations"]}
     assert ops["delete_assignment:888888888888:ReadOnly:USER:peggy@example.com"] == "expired"
-    assert _record_comments(harness, 2, 13) == reminders  # exactly once, and no "resolved" after expiry
+    # no "resolved" after expiry; the removal is told once (issue 13)
+    *before, removal = _record_comments(harness, 2, 13)
+    assert before == first
+    assert (
+        "期限切れで削除: ユーザー peggy@example.com の権限セット ReadOnly" in removal
+        and "888888888888" in removal
+    )
+    assert "解消" not in removal
 
 
 # --------------------------------------------------------------------------- 7. partial failure

@@ -105,7 +105,7 @@ def test_an_unchecked_policy_never_reads_as_resolved():
 def test_a_dry_run_decides_nothing_to_deliver():
     out = decide_outcome(_facts(desired=DesiredState(problems=[BAD]), dry_run=True))
     assert out.comments == [] and out.feedback_state is None and out.slack is None
-    assert "dry run" in out.summary
+    assert out.summary.startswith("DRY RUN: nothing was changed")
 
 
 def test_applied_changes_post_to_slack_and_failures_fail_the_run():
@@ -154,3 +154,43 @@ def test_withheld_deletions_need_an_admin_once():
     again = decide_outcome(_facts(withheld=withheld, last_attention=first.attention))
     assert not again.post_slack and again.attention == first.attention
     assert first.counts["withheld"] == 1
+
+
+def test_a_record_with_a_problem_and_access_news_gets_one_comment():
+    from idc_sync.access_news import record_news, render_news
+    from idc_sync.model import AssignmentOp, OpKind, OpResult, Problem, RecordRef, op_key
+
+    def out_results(op: AssignmentOp) -> list[OpResult]:
+        return [OpResult(key=op.key, kind=op.kind, status="succeeded")]
+
+    ref = RecordRef(app="assignments", app_id="2", record_id="9", mentions=("alice",))
+    op = AssignmentOp(
+        key=op_key(
+            OpKind.CREATE_ASSIGNMENT, "Dev", account_id=A1, principal_type="USER", principal_name="alice"
+        ),
+        kind=OpKind.CREATE_ASSIGNMENT,
+        permission_set_name="Dev",
+        account_id=A1,
+        principal_type="USER",
+        principal_id="u-alice",
+        principal_name="alice",
+        records=[ref],
+    )
+    warning = Problem(code="invalid_target", message="row 2 ignored", record=ref, params={"value": "x"})
+    desired = DesiredState(problems=[warning])
+    out = decide_outcome(
+        _facts(
+            desired=desired,
+            diff_problems=[],
+            validation_problems=[],
+            plan=Plan(operations=[op]),
+            results=out_results(op),
+            language="en",
+        )
+    )
+    [comment] = out.comments
+    assert out.access_comments == [] and out.access_in_comments == [ref.key]
+    assert comment.record_key == ref.key
+    problem_text = feedback.render_comment(ref, [warning], "en")
+    news = render_news(record_news(Plan(operations=[op]), out_results(op))[ref.key], "en")
+    assert comment.text == f"{problem_text}\n\n{news}"

@@ -410,3 +410,39 @@ def test_long_lists_are_cut_and_counted() -> None:
     applied = _block_text(payload["blocks"][1])
     assert applied.count("\n• granted") == 15 and applied.endswith("• … and 385 more (see the run)")
     assert all(len(_block_text(b)) <= 3000 for b in payload["blocks"])
+
+
+def test_the_note_reads_as_a_summary_outcome_counts_then_what_needs_a_human() -> None:
+    rec = RecordRef(app="assignments", app_id="2", record_id="7")
+    op = _op("c0", OpKind.CREATE_ASSIGNMENT)
+    results = [OpResult(key="c0", kind=OpKind.CREATE_ASSIGNMENT, status="succeeded")]
+    problems = [
+        Problem(code="invalid_target", message="bad", record=rec, params={"value": "x"}),
+        Problem(code="principal_not_found", message="group ops is not in IdC", params={"name": "ops"}),
+    ]
+    note = feedback.run_summary_text(
+        dag_run_id="scheduled__1",
+        plan=Plan(operations=[op]),
+        results=results,
+        problems=problems,
+        dry_run=False,
+        scim={"status": "healthy"},
+        withheld=2,
+    )
+    assert note.splitlines() == [
+        "1 access change applied, 2 deletions waiting for approval, 1 record needs a fix, 1 admin alert.",
+        "Planned 1 change(s) (1 create assignment); applied 1, already in place 0, withheld 2, skipped 0, failed 0.",
+        "Needs a human: 1 record(s) to fix (told on the record); 2 deletion(s) to approve or reject "
+        "(DAG idc_sync_approval); group ops is not in IdC.",
+        "SCIM healthy. Run scheduled__1.",
+    ]
+    rejected = feedback.run_summary_text(
+        dag_run_id="r",
+        plan=Plan(operations=[op]),
+        results=[],
+        problems=[],
+        dry_run=False,
+        scim=None,
+        withheld=1,
+    )
+    assert rejected.splitlines()[0] == "1 deletion waiting for approval."  # never "applied" after a Reject
