@@ -46,6 +46,7 @@ def idc_sync_approval() -> None:
         subject="idc-sync wants to delete {{ dag_run.conf['deletions'] }} assignment(s) / permission set(s)",
         body="{{ dag_run.conf['body'] }}",
         defaults="Reject",
+        assigned_users=settings.approvers(),  # None: anyone who can use this DAG
         response_timeout=settings.approval_timeout(),
         retries=0,  # a retry would ask again; a failure leaves the request pending until it expires
     )

@@ -57,6 +57,9 @@ class SyncConfig(BaseModel):
     # An Approve answer lets later runs delete exactly that set for this long (the run it triggers may
     # queue behind a running one); checked against the DAG timings when the DAG file is parsed.
     approval_grant_hours: float = 24
+    # Airflow user ids (usernames) who may answer the approval of withheld deletions; empty: anyone who can
+    # use the idc_sync_approval DAG. Read when the DAG file is parsed, like approval_timeout_minutes.
+    approvers: list[str] = Field(default_factory=list)
     # Apply refuses a plan computed from reads older than this (a UI "clear" re-running apply or the plan
     # on old XComs): re-run the DAG from extract_kintone.
     max_plan_age_minutes: float = 20

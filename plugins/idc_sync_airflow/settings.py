@@ -52,6 +52,13 @@ def approval_timeout() -> dt.timedelta:
     return dt.timedelta(seconds=max(value, 1.0))
 
 
+def approvers() -> list[dict[str, str]] | None:
+    """Who may answer ``approve_deletions`` (HITL ``assigned_users``): ``approvers`` in ``$IDC_SYNC_CONFIG``
+    as Airflow user ids; None (anyone with access to the DAG) when empty. Parse-time setting."""
+    users = [u.strip() for u in _env_config().approvers if u.strip()]
+    return [{"id": u, "name": u} for u in users] or None
+
+
 def approval_grant_ttl() -> dt.timedelta:
     """How long an Approve lets ``idc_sync`` runs delete that set (``approval_grant_hours`` in
     ``$IDC_SYNC_CONFIG``, default 24 h). Parse-time setting: it is checked against the DAG timings."""
