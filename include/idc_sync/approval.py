@@ -80,6 +80,20 @@ def granted_keys(decisions: Mapping[str, Any], now: dt.datetime, grant_ttl: dt.t
     return out
 
 
+def deletions_this_run(
+    deletion_keys: Sequence[str], *, tripped: bool, held: Sequence[str], **decide: Any
+) -> tuple[list[str], DeletionDecision]:
+    """The deletion keys this run applies, and the decision about those the guard holds.
+
+    Only the deletions the guard holds (``GuardVerdict.held``) wait for a human; with the guard not
+    tripped, all of them are decided by :func:`decide_deletions` (which lets them go). ``decide``: the
+    keyword arguments of :func:`decide_deletions` other than the keys and ``tripped``."""
+    keys = list(held) if tripped else list(deletion_keys)
+    free = [k for k in deletion_keys if k not in set(keys)]
+    decision = decide_deletions(keys, tripped=tripped, **decide)
+    return [*free, *decision.allowed], decision
+
+
 def decide_deletions(
     deletion_keys: Sequence[str],
     *,

@@ -512,16 +512,14 @@ def deletion_guard(diff: dict[str, Any], validated: dict[str, Any]) -> dict[str,
     plan = _plan_to_apply(config, diff, validated)
     desired = _get(config, ti.xcom_pull(task_ids="extract_kintone"), DesiredState)
     verdict = guard.evaluate_guard(plan, desired, config)
-    # Only the deletions the guard holds wait for a human (``GuardVerdict.held``); the others go ahead.
-    keys = verdict.held if verdict.tripped else [op.key for op in plan.of_kind(*guard.DELETIONS)]
-    free = [op.key for op in plan.of_kind(*guard.DELETIONS) if op.key not in set(keys)]
     dry_run = bool(params.get("dry_run"))
     store = settings.state_store(config)
     now = dt.datetime.now(dt.UTC)
     requests = store.read_state(approval.REQUESTS_STATE) if verdict.tripped else {}
-    decision = approval.decide_deletions(
-        keys,
+    allowed, decision = approval.deletions_this_run(
+        [op.key for op in plan.of_kind(*guard.DELETIONS)],
         tripped=verdict.tripped,
+        held=verdict.held,
         allow_mass_delete=bool(params.get("allow_mass_delete")),
         dry_run=dry_run,
         requests=requests,
@@ -541,7 +539,7 @@ def deletion_guard(diff: dict[str, Any], validated: dict[str, Any]) -> dict[str,
     out = {
         "verdict": verdict.model_dump(mode="json"),
         "status": decision.status,
-        "allowed": [*free, *decision.allowed],
+        "allowed": allowed,
         "withheld": decision.withheld,
         "fingerprint": decision.fingerprint,
         "message": decision.message,
