@@ -278,3 +278,22 @@ def test_a_requester_hears_that_access_is_live_with_portal_links(harness, monkey
     # nothing changed: nothing said
     harness.run()
     assert len(harness.comments()) == before + 1
+
+
+def test_a_dry_run_works_with_read_only_aws_credentials(harness):
+    """The first step of the deployment checklist: read-only credentials, a dry run that plans everything."""
+    from tests.unit.test_iam_policy import used_actions
+
+    writes = sorted(
+        action.split(":", 1)[1]
+        for action in used_actions()
+        if action.startswith("sso:") and not action.split(":", 1)[1].startswith(("List", "Describe", "Get"))
+    )
+    assert "CreateAccountAssignment" in writes and "TagResource" in writes
+    for operation in writes:  # what a read-only role would answer
+        harness.sandbox.faults.add(FaultRule(service="sso-admin", kind="access_denied", operation=operation))
+    run = harness.run(dry_run=True)
+    assert _state(run) == "success"
+    audit = harness.last_audit()
+    assert len(audit["plan"]["operations"]) > 20 and audit["results"] == []
+    assert harness.writes() == []
