@@ -99,6 +99,18 @@ class AuditStore:
                 removed += 1
         return removed
 
+    def list_states(self, folder: str) -> list[str]:
+        """The names (relative, for ``read_state``) of the state files directly under ``folder``."""
+        base = self._path(folder)
+        if not base.exists():
+            return []
+        return sorted(f"{folder}/{p.name}" for p in base.iterdir() if p.name.endswith(".json"))
+
+    def delete_state(self, name: str) -> None:
+        path = self._path(name)
+        if path.exists():
+            path.unlink()
+
     def list_runs(self) -> list[str]:
         base = self._path("runs")
         if not base.exists():

@@ -847,6 +847,8 @@ def notify() -> dict[str, Any]:
     if not facts.dry_run and facts.results:
         _remember_applied(store, facts.plan, facts.results)
     comments_sent = _deliver_comments(store, config, facts, outcome)
+    if not facts.dry_run:
+        _answer_sync_requests(store, config, facts, outcome, started=dag_run.start_date)
     scim_alert = None if facts.dry_run else _scim_alert(store, facts.scim, dag_run.run_id)
     slack_sent = _deliver_slack(store, facts, outcome)
     artifact = _audit_artifact(ctx, facts, outcome, comments_sent=comments_sent, slack_sent=slack_sent)
@@ -930,6 +932,51 @@ def _deliver_comments(store: AuditStore, config: SyncConfig, facts: Any, outcome
         store.write_state(access_news.STATE, access_news.told_after(previous, facts.run_id, told))
     log.info("posted %d problem comment(s) and %d access comment(s)", len(posted), alone)
     return len(posted) + alone
+
+
+def _answer_sync_requests(
+    store: AuditStore, config: SyncConfig, facts: Any, outcome: Any, *, started: dt.datetime | None
+) -> None:
+    """Answer each ``/sync`` received before this run started, on its record (``idc_sync.kintone_webhook``):
+    applied, nothing to change, something to fix, or failed. An answer that cannot be posted is kept for
+    the next run."""
+    from idc_sync import kintone_webhook
+
+    names = store.list_states(kintone_webhook.REQUESTS_FOLDER)
+    if not names:
+        return
+    apps = {config.permission_sets_app_id: "permission_sets", config.assignments_app_id: "assignments"}
+    changed = set(access_news.record_news(facts.plan, facts.results))
+    with_problems = {p.record.key for p in outcome.problems if p.record is not None and p.severity == "error"}
+    answered = 0
+    with KintoneHook(settings.KINTONE_CONN_ID, language=config.api_language).get_client() as client:
+        for name in names:
+            try:
+                request = kintone_webhook.SyncRequest.model_validate(store.read_state(name))
+            except Exception as exc:
+                log.error("unreadable /sync request %s dropped: %s", name, exc)
+                store.delete_state(name)
+                continue
+            if started is not None and request.at > started:
+                continue  # arrived during this run: the next run answers it
+            verdict = kintone_webhook.verdict_for(
+                f"{apps.get(request.app_id, request.app_id)}:{request.record_id}",
+                changed=changed,
+                with_problems=with_problems,
+                run_failed=outcome.error is not None,
+            )
+            text = kintone_webhook.answer_text(verdict, config.language, facts.run_url)
+            mentions = [{"code": request.requested_by, "type": "USER"}] if request.requested_by else []
+            try:
+                client.add_comment(request.app_id, request.record_id, text, mentions)
+            except Exception as exc:
+                log.error(
+                    "could not answer /sync on record %s: %s (tried again next run)", request.record_id, exc
+                )
+                continue
+            store.delete_state(name)
+            answered += 1
+    log.info("answered %d /sync request(s)", answered)
 
 
 def _post_comments(client: Any, comments: list[feedback.Comment]) -> set[str]:
