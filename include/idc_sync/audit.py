@@ -21,8 +21,10 @@ SCIM_STATE = "state/scim.json"
 
 
 class AuditStore:
-    def __init__(self, root: str) -> None:
-        self.root = UPath(root)
+    def __init__(self, root: str | UPath) -> None:
+        """``root``: a local folder, an fsspec URL, or a ready path (e.g. Airflow's ``ObjectStoragePath``,
+        which resolves ``s3://<conn_id>@bucket`` through an Airflow connection)."""
+        self.root = root if isinstance(root, UPath) else UPath(root)
 
     def _path(self, relative: str) -> UPath:
         return self.root / relative

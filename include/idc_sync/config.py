@@ -76,6 +76,8 @@ class SyncConfig(BaseModel):
     kintone_id_pass_minutes: float = 120
     kintone_overlap_minutes: float = 5
     audit_path: str = "audit"  # local folder or object storage URL (s3://conn@bucket/prefix)
+    # audit_path is a folder every worker mounts (NFS, EFS, one machine): Celery/Kubernetes may use it.
+    state_store_shared: bool = False
     assignment_concurrency: int = 10  # outstanding async assignment operations (IdC limit)
     provisioning_concurrency: int = 3
     async_timeout_seconds: int = 300

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from typing import TYPE_CHECKING, cast
 
 from airflow.sdk import Variable
 
 from idc_sync.audit import AuditStore
 from idc_sync.config import SyncConfig
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 AWS_CONN_ID = os.environ.get("IDC_SYNC_AWS_CONN_ID", "aws_default")
 KINTONE_CONN_ID = os.environ.get("IDC_SYNC_KINTONE_CONN_ID", "kintone_default")
@@ -102,5 +106,20 @@ def load_config() -> SyncConfig:
 
 def state_store(config: SyncConfig) -> AuditStore:
     """The shared state store of this deployment (audit artifacts, run memory, references to large task
-    outputs): ``audit_path`` of the configuration."""
-    return AuditStore(config.audit_path)
+    outputs): ``audit_path`` of the configuration. Refuses a local folder under an executor that runs tasks
+    on several machines unless it is declared shared (``idc_sync.shared_state``); an object-storage URL goes
+    through Airflow's ObjectStoragePath, so ``s3://<conn_id>@bucket/prefix`` uses that connection."""
+    from airflow.sdk.configuration import conf
+
+    from idc_sync.shared_state import is_local, state_store_problem
+
+    problem = state_store_problem(
+        conf.get("core", "executor", fallback=""), config.audit_path, shared=config.state_store_shared
+    )
+    if problem:
+        raise RuntimeError(problem)
+    if is_local(config.audit_path):
+        return AuditStore(config.audit_path)
+    from airflow.sdk import ObjectStoragePath
+
+    return AuditStore(cast("UPath", ObjectStoragePath(config.audit_path)))  # a UPath at runtime

@@ -119,7 +119,9 @@ def test_celery_workers_share_the_work_survive_a_killed_worker_and_say_nothing_t
         airflow_stack(
             tmp_path,
             sandbox,
-            {"max_deletions": 0},  # the seed's one deletion waits for a human: this test is about creations
+            # the seed's one deletion waits for a human: this test is about creations. Both workers run on this
+            # machine and see the same state folder: declared shared, else the tasks refuse to start
+            {"max_deletions": 0, "state_store_shared": True},
             executor="CeleryExecutor",
             AIRFLOW__CELERY__BROKER_URL=redis,
             AIRFLOW__CELERY__RESULT_BACKEND=redis,
