@@ -215,6 +215,9 @@ def idc_sync() -> None:
     observed: Any = observe_idc(desired)
     scim: Any = scim_verdict()
     scim_health >> scim
+    # IdC's users and groups are read after the SCIM check: people Entra provisions while it waits for a
+    # stale job are seen by this run, not the next one (the check never stops the run: ALL_DONE).
+    scim >> observed
     diff: Any = compute_diff(desired, observed, scim)
     validated: Any = validate_policies(desired, diff)
     guard: Any = deletion_guard(diff, validated)
