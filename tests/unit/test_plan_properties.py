@@ -78,20 +78,12 @@ def _observed(grants: set[Grant]) -> object:
         AssignmentState(account_id=a, permission_set_arn=arn[ps], principal_type=t, principal_id=pid)  # type: ignore[arg-type]
         for a, ps, t, pid in sorted(grants)
     ]
-    obs = observed(states, held, missing=[f"{GHOST[0]}:{GHOST[1]}"])
-    return obs
+    return observed(states, held, missing=[f"{GHOST[0]}:{GHOST[1]}"])
 
 
 def _wanted(rows: list[tuple[str, str, tuple[str, str], dt.date | None]]) -> set[Grant]:
     """What the records ask for on active member accounts, written out without the planner."""
-    out: set[Grant] = set()
-    for target, ps, who, expires in rows:
-        if who == GHOST or (expires is not None and expires < TODAY):
-            continue
-        accounts = OU_ACCOUNTS.get(target, {target})
-        for account in accounts & ACTIVE_MEMBERS:
-            out.add((account, ps, who[0], PRINCIPALS[who]))
-    return out
+    return {g for g in _named(rows) if g[0] in ACTIVE_MEMBERS}
 
 
 def _named(rows: list[tuple[str, str, tuple[str, str], dt.date | None]]) -> set[Grant]:
