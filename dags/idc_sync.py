@@ -39,10 +39,15 @@ LONG = dt.timedelta(minutes=30)
 SHORT = dt.timedelta(minutes=5)
 
 
-def _list_param(title: str, description: str, pattern: str | None = None) -> Param:
-    """A trigger-form field that takes a list of strings, one per line (empty by default)."""
+def _list_param(title: str, description: str, section: str, pattern: str | None = None) -> Param:
+    """An optional trigger-form field that takes a list of strings, one per line (empty: not set)."""
     items = {"type": "string"} if pattern is None else {"type": "string", "pattern": pattern}
-    return Param([], type="array", items=items, title=title, description=description)
+    return Param(
+        None, type=["null", "array"], items=items, title=title, description=description, section=section
+    )
+
+
+SCOPE, SAFETY, DANGER, ADVANCED = "Scope", "Safety", "Dangerous: skips a safety check", "Advanced"
 
 
 @dag(
@@ -64,20 +69,7 @@ def _list_param(title: str, description: str, pattern: str | None = None) -> Par
             type="boolean",
             title="Dry run",
             description="Compute, validate and show the plan; change nothing in AWS, kintone or Slack.",
-        ),
-        "scope_accounts": _list_param(
-            "Only these accounts",
-            "12-digit AWS account ids, one per line. Empty: every account.",
-            pattern="^[0-9]{12}$",
-        ),
-        "scope_permission_sets": _list_param(
-            "Only these permission sets", "Permission set names, one per line. Empty: every permission set."
-        ),
-        "allow_mass_delete": Param(
-            False,
-            type="boolean",
-            title="Approve a large deletion",
-            description="Apply deletions even when they exceed the deletion guard, without asking.",
+            section=SAFETY,
         ),
         "drift_mode": Param(
             "enforce",
@@ -86,12 +78,36 @@ def _list_param(title: str, description: str, pattern: str | None = None) -> Par
             values_display={"enforce": "Enforce: revert hand-made changes", "report": "Report only"},
             title="Drift",
             description="What to do with changes made by hand in IAM Identity Center.",
+            section=SAFETY,
+        ),
+        "scope_accounts": _list_param(
+            "Only these accounts",
+            "12-digit AWS account ids, one per line. Empty: every account.",
+            SCOPE,
+            pattern="^[0-9]{12}$",
+        ),
+        "scope_permission_sets": _list_param(
+            "Only these permission sets",
+            "Permission set names, one per line. Empty: every permission set.",
+            SCOPE,
+        ),
+        "allow_mass_delete": Param(
+            False,
+            type="boolean",
+            title="Approve a large deletion",
+            description_md=(
+                "Apply deletions even when they exceed the **deletion guard** (`max_deletions`, "
+                "`max_deletion_ratio`), without asking in the DAG `idc_sync_approval`. Leave off unless you "
+                "have read the plan of a dry run."
+            ),
+            section=DANGER,
         ),
         "full_resync": Param(
             False,
             type="boolean",
             title="Full resync",
             description="Re-read everything and re-provision every managed permission set.",
+            section=ADVANCED,
         ),
         "adopt_permission_sets": _list_param(
             "Adopt existing permission sets",
@@ -99,12 +115,14 @@ def _list_param(title: str, description: str, pattern: str | None = None) -> Par
             "(one per line). Each is tagged managed-by=idc-sync before the plan, only if a kintone record "
             "defines it and it is not provisioned to the management account; from then on it and its "
             "assignments follow kintone. Logged and kept in the audit artifact.",
+            ADVANCED,
         ),
         "skip_scim_check": Param(
             False,
             type="boolean",
             title="Skip the SCIM check",
             description="Do not ask Microsoft Graph; missing users stay pending.",
+            section=ADVANCED,
         ),
     },
     doc_md=__doc__,
