@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 SANDBOX_PORT ?= 8765
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
 
-.PHONY: help venv test lint format typecheck unit sandbox demo demo-up bench clean
+.PHONY: help venv test lint format typecheck unit sandbox demo demo-up bench soak clean
 
 help:
 	@echo "make demo      run one sync end to end on the embedded sandbox (Airflow standalone)"
 	@echo "make demo-up   same, then keep Airflow + sandbox running for the UI"
 	@echo "make test      lint, type-check and the whole test suite"
 	@echo "make sandbox   run the sandbox alone on 127.0.0.1:$(SANDBOX_PORT)"
+	@echo "make soak      100 runs of the DAG under faults and record churn (~25 min); figures in benchmarks/soak-report.json"
 	@echo "make bench     benchmark the DAG on the sandbox at real limits, sizes M then L (long; JSON in benchmarks/)"
 
 $(BIN)/.installed: requirements.txt requirements-sandbox.txt requirements-dev.txt pyproject.toml
@@ -65,6 +66,15 @@ bench: venv
 		$(BIN)/python scripts/bench.py --size $$size --scenarios $$scen $(BENCH_ARGS); done
 	if [ "$(BENCH_O15)" = 1 ] && [[ " $(BENCH_SIZES) " == *" L "* ]]; then \
 		$(BIN)/python scripts/bench.py --size L --outstanding 15 --scenarios cold; fi
+
+# The long soak (make test runs the same test with 6 runs). SOAK_RUNS / SOAK_SEED to vary it.
+SOAK_RUNS ?= 100
+SOAK_SEED ?= 20261204
+soak: venv
+	IDC_SYNC_SOAK_RUNS=$(SOAK_RUNS) IDC_SYNC_SOAK_SEED=$(SOAK_SEED) IDC_SYNC_SOAK_REPORT=$(CURDIR)/benchmarks/soak-report.json \
+		$(BIN)/pytest -q -s --timeout=0 tests/integration/test_soak.py > benchmarks/soak.log 2>&1 \
+		|| { tail -60 benchmarks/soak.log; exit 1; }
+	cat benchmarks/soak-report.json
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -19,7 +19,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import TriggerRule, dag, task
 
 from idc_sync_airflow import settings
-from idc_sync_airflow.approval import DeletionApprovalOperator, check_approval_dag
+from idc_sync_airflow.approval import ApprovalSlackNotifier, DeletionApprovalOperator, check_approval_dag
 
 STEP_ARGS: dict[str, Any] = {
     "execution_timeout": settings.APPROVAL_STEP_TIMEOUT,
@@ -47,6 +47,7 @@ def idc_sync_approval() -> None:
         body="{{ dag_run.conf['body'] }}",
         defaults="Reject",
         assigned_users=settings.approvers(),  # None: anyone who can use this DAG
+        notifiers=[ApprovalSlackNotifier()],  # admins get the question on Slack, with the page's link
         response_timeout=settings.approval_timeout(),
         retries=0,  # a retry would ask again; a failure leaves the request pending until it expires
     )

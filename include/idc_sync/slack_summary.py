@@ -113,3 +113,56 @@ def summary_message(
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     text = f"{title}: {cause}" if cause else title
     return {"text": esc(text)[:3000], "blocks": blocks[:50]}
+
+
+def withheld_lines(plan: Plan, keys: Iterable[str]) -> list[str]:
+    """One Slack line per withheld deletion (what, on which account, from whom, and why)."""
+    wanted = set(keys)
+    return [f"{_op_line(op)} — {slack_escape(op.reason)}" for op in plan.operations if op.key in wanted]
+
+
+def duration_text(seconds: float) -> str:
+    """``14400`` -> ``4 hours``; ``5400`` -> ``1 hour 30 minutes`` (Slack shows words, not ``4:00:00``)."""
+    minutes = round(seconds / 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    parts = [(days, "day"), (hours, "hour"), (mins, "minute")]
+    words = [f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in parts if n]
+    return " ".join(words) or f"{int(seconds)} seconds"
+
+
+def approval_message(
+    *,
+    deletions: int,
+    reasons: list[str],
+    lines: list[str],
+    link: str,
+    timeout_seconds: float,
+    requested_by: str,
+) -> dict[str, Any]:
+    """The approval request for admins: why the guard held the deletions back, what they are (a list),
+    the button-like link to the approval page, and what happens without an answer."""
+    esc = slack_escape
+    wait = duration_text(timeout_seconds)
+    title = f"{deletions:,} deletion(s) wait for your approval"
+    text = f"idc-sync: {title}. Approve or reject: {link} (no answer within {wait}: nothing is deleted)."
+    why = _list("Why they were held back", [f"• {esc(r)}" for r in reasons])
+    what = _list("What would be deleted", lines, total=deletions)
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:HEADER_LIMIT]}},
+        *[b for b in (why, what) if b],
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"<{link}|Approve or reject in Airflow>. Without an answer within {wait}, nothing is "
+                "deleted. Creations and updates were applied without waiting; on Approve an idc_sync run "
+                "starts and deletes what is still planned.",
+            },
+        },
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": f"asked by run `{slack_code(requested_by)}`"}],
+        },
+    ]
+    return {"text": text, "blocks": blocks}

@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import BaseSensorOperator, get_current_context
+from airflow.sdk import BaseNotifier, BaseSensorOperator, get_current_context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from idc_sync import approval
@@ -103,6 +103,39 @@ class RequestApprovalOperator(TriggerDagRunOperator):
 
 
 # --------------------------------------------------------------------------- approval DAG: ask, record
+class ApprovalSlackNotifier(BaseNotifier):
+    """The HITL operator's notifier (``notifiers=``): when ``approve_deletions`` starts waiting, admins get
+    a Block Kit message with the reasons, the withheld deletions as a list and the link to the approval
+    page (``generate_link_to_ui`` from ``[api] base_url``).
+
+    Delivered through the Slack outbox rather than ``SlackWebhookNotifier``: a request Slack refuses
+    (500, timeout) is kept and sent late by the next idc_sync run instead of being lost."""
+
+    def notify(self, context: Any) -> None:
+        from idc_sync.slack_summary import approval_message
+        from idc_sync_airflow.slack_outbox import deliver_slack
+
+        request = dict(context["dag_run"].conf or {})
+        task = context["task"]
+        try:
+            link = HITLOperator.generate_link_to_ui_from_context(context=context)
+        except ValueError:  # no [api] base_url: the same page on the default address
+            from idc_sync_airflow.steps import approval_link
+
+            ti = context["task_instance"]
+            link = approval_link(ti.dag_id, ti.run_id)
+        timeout = task.response_timeout.total_seconds() if task.response_timeout else 0.0
+        message = approval_message(
+            deletions=int(request.get("deletions") or 0),
+            reasons=[str(r) for r in request.get("reasons") or []],
+            lines=[str(line) for line in request.get("lines") or []],
+            link=link,
+            timeout_seconds=timeout,
+            requested_by=str(request.get("requested_by") or ""),
+        )
+        deliver_slack(message, kind="approval", run_id=str(request.get("requested_by") or ""))
+
+
 class DeletionApprovalOperator(ApprovalOperator):
     """``ApprovalOperator`` that also keeps the answer as XCom ``answer``, whatever it is.
 

@@ -504,6 +504,7 @@ def deletion_guard(diff: dict[str, Any], validated: dict[str, Any]) -> dict[str,
     the same set is pending or was rejected, asked about in ``idc_sync_approval`` (``request_approval``
     starts it with the question pushed here as XCom ``approval_request``)."""
     from idc_sync import approval
+    from idc_sync.slack_summary import MAX_LINES, withheld_lines
     from idc_sync_airflow.approval import REQUEST_XCOM_KEY
 
     ctx = get_current_context()
@@ -559,6 +560,7 @@ def deletion_guard(diff: dict[str, Any], validated: dict[str, Any]) -> dict[str,
             "reasons": verdict.reasons,
             "requested_by": dag_run.run_id,
             "body": "\n".join(["Guard tripped:", *[f"- {r}" for r in verdict.reasons], "", table]),
+            "lines": withheld_lines(plan, decision.withheld)[:MAX_LINES],  # Slack's list (the notifier's)
         }
         # Recorded before request_approval starts the run, so the next run (10 min later) never asks twice.
         store.write_state(
@@ -574,7 +576,6 @@ def deletion_guard(diff: dict[str, Any], validated: dict[str, Any]) -> dict[str,
         )
         ti.xcom_push(key=REQUEST_XCOM_KEY, value=request)
         out["approval_run_id"] = run_id
-        _announce_approval(verdict, request)
     return out
 
 
@@ -592,34 +593,6 @@ def approval_link(dag_id: str, run_id: str, base_url: str | None = None) -> str:
         f"{base_url.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe=':+')}/tasks/{APPROVAL_TASK_ID}"
         "/required_actions?map_index=-1"
     )
-
-
-def _announce_approval(verdict: guard.GuardVerdict, request: dict[str, Any]) -> bool:
-    """Tell admins on Slack that withheld deletions wait for them, with the link to answer (default:
-    Reject). Nothing else waits: this run applies creations and updates now. Goes through the Slack
-    outbox: an undelivered request is sent (late) by a later run."""
-    from idc_sync.approval import APPROVAL_DAG_ID
-    from idc_sync.sanitize import slack_code, slack_escape
-    from idc_sync_airflow.slack_outbox import deliver_slack
-
-    link = approval_link(APPROVAL_DAG_ID, request["approval_run_id"])
-    timeout = settings.approval_timeout()
-    text = (
-        f":warning: idc-sync {slack_escape(str(request['requested_by']))} withheld {request['deletions']} "
-        f"deletion(s) of assignment(s) / permission set(s): {slack_escape('; '.join(verdict.reasons))}. "
-        f"Approve or reject: {link} (without an answer within {timeout}, nothing is deleted). Creations and "
-        "updates are applied without waiting; on Approve an idc_sync run starts and deletes what is still "
-        "planned."
-    )
-    table = request["body"] if len(request["body"]) < 2800 else request["body"][:2800] + "\n…"
-    blocks = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"```{slack_code(table)}```"}},
-    ]
-    sent = deliver_slack(
-        {"text": text, "blocks": blocks}, kind="approval", run_id=str(request["requested_by"])
-    )
-    return bool(sent)
 
 
 NOT_CONFIRMED = "not deleted: kintone asks for it again since the plan was made (confirmed before deleting)"

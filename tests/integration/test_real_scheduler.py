@@ -140,8 +140,6 @@ def test_unanswered_approval_never_blocks_the_sync_and_ends_in_reject(tmp_path: 
         assert states["notify"] == "success" and states["request_approval"] == "success", states
         assert "approve_deletions" not in states
         assert granted(sandbox) == SEEDED | WANTED  # the creations; LegacyDeveloper's deletion is withheld
-        asks = [t for t in _slack_texts(sandbox) if "required_actions" in t and APPROVAL_DAG_ID in t]
-        assert asks, _slack_texts(sandbox)
 
         approval_runs = api("GET", f"/dags/{APPROVAL_DAG_ID}/dagRuns")["dag_runs"]
         assert len(approval_runs) == 1, approval_runs
@@ -155,6 +153,18 @@ def test_unanswered_approval_never_blocks_the_sync_and_ends_in_reject(tmp_path: 
         assert approval_run["state"] == "success", approval_states
         assert approval_states["record_decision"] == "success"
         assert approval_states["run_sync"] == "skipped"
+        # the HITL operator's notifier asked on Slack: Block Kit, the deletion listed, the approval page's
+        # link built from [api] base_url
+        page = f"/dags/{APPROVAL_DAG_ID}/runs/{approval_run_id}/tasks/approve_deletions/required_actions"
+        asks = [
+            m.payload
+            for m in sandbox.world.slack.messages
+            if "wait for your approval" in m.payload.get("text", "")
+        ]
+        assert len(asks) == 1, _slack_texts(sandbox)
+        ask = json.dumps(asks[0])
+        assert asks[0]["blocks"][0]["type"] == "header" and "LegacyDeveloper" in ask, ask
+        assert f"{api.url}{page}" in ask, ask
         decisions = json.loads((audit / "state" / "approval_decisions.json").read_text())
         (decision,) = decisions.values()
         assert decision["answer"] == "reject" and decision["timed_out"] is True, decision

@@ -150,6 +150,7 @@ def _slack_text(message: dict[str, Any]) -> str:
     parts = [message.get("text", "")]
     for block in message.get("blocks") or []:
         parts.append((block.get("text") or {}).get("text", ""))
+        parts += [e.get("text", "") for e in block.get("elements") or []]  # context lines (links)
     return "\n".join(parts)
 
 

@@ -27,7 +27,7 @@ from idc_sync.failures import (
 )
 from idc_sync.model import AssignmentOp, Cause, OpKind, OpResult, Plan, Problem, RecordRef, Skipped
 from idc_sync.sanitize import CleanTextFilter, scrub_secrets, slack_escape, strip_control
-from idc_sync.slack_summary import summary_message
+from idc_sync.slack_summary import approval_message, duration_text, summary_message, withheld_lines
 
 HOSTILE = "<!channel> <https://evil|click> \x1b[31m\x07"
 
@@ -446,3 +446,58 @@ def test_the_note_reads_as_a_summary_outcome_counts_then_what_needs_a_human() ->
         withheld=1,
     )
     assert rejected.splitlines()[0] == "1 deletion waiting for approval."  # never "applied" after a Reject
+
+
+def test_approval_request_lists_the_deletions_with_reasons_link_and_readable_timeout() -> None:
+    ops = [
+        AssignmentOp(
+            key=f"delete_assignment:1000000{i:05d}:Legacy:USER:u-{i}",
+            kind=OpKind.DELETE_ASSIGNMENT,
+            permission_set_name="Legacy",
+            account_id=f"1000000{i:05d}",
+            principal_type="USER",
+            principal_id=f"u-{i}",
+            principal_name=f"<!here> user{i}",
+            reason="no record asks for it",
+        )
+        for i in range(40)
+    ]
+    plan = Plan(operations=ops)
+    lines = withheld_lines(plan, [op.key for op in ops[:30]])
+    assert len(lines) == 30 and lines[0].startswith("• removed *Legacy* from")
+    link = (
+        "https://airflow.example.com/dags/idc_sync_approval/runs/d1/tasks/approve_deletions/required_actions"
+    )
+    payload = approval_message(
+        deletions=30,
+        reasons=["30 deletions > max_deletions 20", "<!channel>"],
+        lines=lines[:15],
+        link=link,
+        timeout_seconds=4 * 3600,
+        requested_by="scheduled__2026-12-04T00:00:00+00:00",
+    )
+    assert payload["blocks"][0] == {
+        "type": "header",
+        "text": {"type": "plain_text", "text": "30 deletion(s) wait for your approval"},
+    }
+    text = "\n".join(_block_text(b) for b in payload["blocks"])
+    assert "• 30 deletions &gt; max_deletions 20" in text and "<!channel>" not in text  # a list, escaped
+    assert "<!here>" not in text and "&lt;!here&gt; user0" in text
+    assert "• … and 15 more (see the run)" in text  # 15 listed of 30
+    assert f"<{link}|Approve or reject in Airflow>" in text and "within 4 hours" in text
+    assert "|---|" not in text and "4:00:00" not in text  # no pipe table, no raw timedelta
+    assert link in payload["text"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (14400, "4 hours"),
+        (5400, "1 hour 30 minutes"),
+        (90000, "1 day 1 hour"),
+        (60, "1 minute"),
+        (20, "20 seconds"),
+    ],
+)
+def test_duration_text(seconds: float, words: str) -> None:
+    assert duration_text(seconds) == words
