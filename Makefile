@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SANDBOX_PORT ?= 8765
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins
 
-.PHONY: help venv test lint format typecheck unit sandbox demo demo-up bench soak clean
+.PHONY: help venv test lint format typecheck unit sandbox demo demo-up bench soak chromium clean
 
 help:
 	@echo "make demo      run one sync end to end on the embedded sandbox (Airflow standalone)"
@@ -39,9 +39,15 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest -q -m "not integration and not slow"
 
+# The browser test drives Debian's chromium (no browser download from the internet); installed when missing.
+chromium:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
+
 # Integration tests are I/O bound (the sandbox paces like AWS): 3 workers on 2 cores halve the wall time;
 # worksteal spreads the long integration tests of one file over idle workers.
-test: lint typecheck
+test: lint typecheck chromium
 	$(BIN)/pytest -q -m "not slow" -n 3 --dist worksteal --timeout=600 --durations=15
 
 sandbox: venv

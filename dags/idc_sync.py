@@ -47,6 +47,12 @@ def _list_param(title: str, description: str, section: str, pattern: str | None 
     )
 
 
+def _switch(title: str, section: str, **description: str) -> Param:
+    """An on/off trigger-form field, off by default. Nullable: a switch always has a value, so the form
+    shows no "required" mark on it (null, from the REST API, means off)."""
+    return Param(False, type=["boolean", "null"], title=title, section=section, **description)
+
+
 SCOPE, SAFETY, DANGER, ADVANCED = "Scope", "Safety", "Dangerous: skips a safety check", "Advanced"
 
 
@@ -64,14 +70,12 @@ SCOPE, SAFETY, DANGER, ADVANCED = "Scope", "Safety", "Dangerous: skips a safety 
     dagrun_timeout=dt.timedelta(hours=9),
     tags=["iam-identity-center", "kintone", "access"],
     params={
-        "dry_run": Param(
-            False,
-            type="boolean",
-            title="Dry run",
+        "dry_run": _switch(
+            "Dry run",
+            SAFETY,
             description="Compute, validate and show the plan; change nothing in AWS, kintone or Slack.",
-            section=SAFETY,
         ),
-        "drift_mode": Param(
+        "drift_mode": Param(  # one of two, always set: the only field the form marks as required
             "enforce",
             type="string",
             enum=["enforce", "report"],
@@ -91,23 +95,19 @@ SCOPE, SAFETY, DANGER, ADVANCED = "Scope", "Safety", "Dangerous: skips a safety 
             "Permission set names, one per line. Empty: every permission set.",
             SCOPE,
         ),
-        "allow_mass_delete": Param(
-            False,
-            type="boolean",
-            title="Approve a large deletion",
+        "allow_mass_delete": _switch(
+            "Approve a large deletion",
+            DANGER,
             description_md=(
                 "Apply deletions even when they exceed the **deletion guard** (`max_deletions`, "
                 "`max_deletion_ratio`), without asking in the DAG `idc_sync_approval`. Leave off unless you "
                 "have read the plan of a dry run."
             ),
-            section=DANGER,
         ),
-        "full_resync": Param(
-            False,
-            type="boolean",
-            title="Full resync",
+        "full_resync": _switch(
+            "Full resync",
+            ADVANCED,
             description="Re-read everything and re-provision every managed permission set.",
-            section=ADVANCED,
         ),
         "adopt_permission_sets": _list_param(
             "Adopt existing permission sets",
@@ -117,12 +117,10 @@ SCOPE, SAFETY, DANGER, ADVANCED = "Scope", "Safety", "Dangerous: skips a safety 
             "assignments follow kintone. Logged and kept in the audit artifact.",
             ADVANCED,
         ),
-        "skip_scim_check": Param(
-            False,
-            type="boolean",
-            title="Skip the SCIM check",
+        "skip_scim_check": _switch(
+            "Skip the SCIM check",
+            ADVANCED,
             description="Do not ask Microsoft Graph; missing users stay pending.",
-            section=ADVANCED,
         ),
     },
     doc_md=__doc__,

@@ -304,7 +304,7 @@ def _compute_plan(
         config,
         scope=_scope(params),
         today=_today(config),
-        drift_mode=params.get("drift_mode", "enforce"),
+        drift_mode=params.get("drift_mode") or "enforce",
         full_resync=bool(params.get("full_resync")),
         memory=memory,
     )

@@ -31,6 +31,16 @@ def test_optional_fields_are_nullable_and_empty_by_default() -> None:
         assert params[name] is None, name
 
 
+def test_switches_are_nullable_so_only_the_drift_choice_is_marked_required() -> None:
+    """The form marks a field required unless its type admits null; a switch always has a value."""
+    params = _dag().params
+    required = {n for n in params if "null" not in params.get_param(n).schema["type"]}
+    assert required == {"drift_mode"}
+    switches = {n for n in params if "boolean" in params.get_param(n).schema["type"]}
+    assert switches == {"dry_run", "allow_mass_delete", "full_resync", "skip_scim_check"}
+    assert all(params[n] is False for n in switches)
+
+
 def test_fields_are_grouped_and_the_dangerous_one_stands_alone() -> None:
     params = _dag().params
     sections: dict[str, set[str]] = {}
