@@ -47,10 +47,13 @@ def _list_param(title: str, description: str, section: str, pattern: str | None 
     )
 
 
-def _switch(title: str, section: str, **description: str) -> Param:
+def _switch(title: str, section: str, *, description: str = "", description_md: str = "") -> Param:
     """An on/off trigger-form field, off by default. Nullable: a switch always has a value, so the form
     shows no "required" mark on it (null, from the REST API, means off)."""
-    return Param(False, type=["boolean", "null"], title=title, section=section, **description)
+    nullable = ["boolean", "null"]
+    if description_md:  # rendered as Markdown in the form
+        return Param(False, type=nullable, title=title, section=section, description_md=description_md)
+    return Param(False, type=nullable, title=title, section=section, description=description)
 
 
 SCOPE, SAFETY, DANGER, ADVANCED = "Scope", "Safety", "Dangerous: skips a safety check", "Advanced"
