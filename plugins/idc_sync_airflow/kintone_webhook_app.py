@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 
 from idc_sync import kintone_webhook
 from idc_sync.config import SyncConfig
+from idc_sync_airflow import api_server
 
 log = logging.getLogger("idc_sync.webhook")
 
@@ -56,25 +57,9 @@ def install_redaction() -> None:
             logger.addFilter(RedactToken())
 
 
-def _connection(conn_id: str) -> Any:
-    """An Airflow connection from the api-server process (secrets backends, env, metadata DB)."""
-    from airflow.models.connection import Connection
-
-    return Connection.get_connection_from_secrets(conn_id)
-
-
-def _config() -> SyncConfig:
-    from airflow.models.variable import Variable
-
-    from idc_sync_airflow.settings import CONFIG_VARIABLE
-
-    raw = Variable.get(CONFIG_VARIABLE, default_var=None)
-    return SyncConfig.from_json(raw) if raw is not None else SyncConfig.from_env()
-
-
 def _secret() -> str | None:
     try:
-        return _connection(WEBHOOK_CONN_ID).password or None
+        return api_server.connection(WEBHOOK_CONN_ID).password or None
     except Exception as exc:
         log.error(
             "kintone webhook refused: connection %s is not set (%s)", WEBHOOK_CONN_ID, type(exc).__name__
@@ -146,7 +131,7 @@ def _acknowledge(config: SyncConfig, request: kintone_webhook.SyncRequest) -> No
 
     try:
         _store(config).write_state(request.name, request.model_dump(mode="json"))
-        conn = _connection(settings.KINTONE_CONN_ID)
+        conn = api_server.connection(settings.KINTONE_CONN_ID)
         host = (conn.host or "").rstrip("/")
         if "://" not in host:
             host = f"{conn.schema or 'https'}://{host}"
@@ -177,7 +162,7 @@ async def kintone(request: Request, background: BackgroundTasks) -> JSONResponse
     except ValueError:
         log.warning("kintone webhook refused: the body is not JSON")
         return JSONResponse({"error": "malformed JSON"}, status_code=400)
-    config = _config()
+    config = api_server.config()
     now = dt.datetime.now(dt.UTC)
     decision = kintone_webhook.decide(payload, config, now=now)
     if decision.webhook_id:
