@@ -95,6 +95,7 @@ def demo_env(
     keys: Mapping[str, str],
     password: str,
     cpus: int,
+    schedule: bool = False,
 ) -> dict[str, str]:
     """The environment of every process the demo starts: Airflow on 127.0.0.1 only, connections to the
     sandbox. Inherited ``AIRFLOW*`` variables are dropped so that a shell's own Airflow settings cannot
@@ -121,9 +122,10 @@ def demo_env(
             "AIRFLOW__API__BASE_URL": airflow_url,  # links in kintone comments and Slack
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{airflow_url}/execution/",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            # Only the runs the demo (or you, in the UI) trigger: the */10 schedule would otherwise add a
-            # run for the last tick as soon as Airflow starts. Production keeps the schedule.
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            # `make demo`: only the run it triggers (the */10 schedule would add a run for the last tick as
+            # soon as Airflow starts). `make demo-up` keeps the schedule, as production does, so the UI's
+            # "Next Run" is a real next tick, not a time in the past that never comes.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(schedule),
             **object_storage_xcom_env(str(state / "xcom")),
             "IDC_SYNC_CONFIG": json.dumps({"audit_path": str(state / "audit")}),
             **airflow_connection_env(sandbox_url, airflow_url=airflow_url, airflow_password=password),
@@ -498,6 +500,7 @@ def run_demo(args: argparse.Namespace) -> int:
         keys=keys,
         password=password,
         cpus=available_cpus(),
+        schedule=args.keep_running,
     )
     with process_tree(env, LOGS) as tree:
         print(f"starting the sandbox on {sandbox} (log: {tree.log_of('sandbox')})")

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 KEYS = {"fernet": "f" * 43 + "=", "jwt": "j" * 32}
 
 
-def build_env(cpus: int = 2, base: dict[str, str] | None = None) -> dict[str, str]:
+def build_env(cpus: int = 2, base: dict[str, str] | None = None, *, schedule: bool = False) -> dict[str, str]:
     return demo.demo_env(
         base or {"PATH": "/usr/bin"},
         python="/venv/bin/python",
@@ -39,7 +39,13 @@ def build_env(cpus: int = 2, base: dict[str, str] | None = None) -> dict[str, st
         keys=KEYS,
         password="pw",
         cpus=cpus,
+        schedule=schedule,
     )
+
+
+def test_demo_up_keeps_the_schedule_so_next_run_is_a_real_tick() -> None:
+    assert build_env()["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] == "False"  # make demo: its own run only
+    assert build_env(schedule=True)["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] == "True"  # make demo-up
 
 
 # --------------------------------------------------------------------------- what the demo binds and runs
