@@ -92,8 +92,14 @@ def normalise_session_duration(value: str) -> str | None:
 
 
 def is_relay_state(value: str) -> bool:
-    """At most 240 URL characters (no non-ASCII, no angle brackets)."""
-    return len(value) <= RELAY_STATE_MAX and bool(_RELAY_STATE.fullmatch(value))
+    """An ``https://`` URL of at most 240 characters (no non-ASCII, no angle brackets). IdC's own pattern
+    also takes ``javascript:alert(1)`` or ``http://``: the portal sends people to this address after
+    sign-in, so only an https URL is accepted."""
+    return (
+        len(value) <= RELAY_STATE_MAX
+        and value.lower().startswith("https://")
+        and bool(_RELAY_STATE.fullmatch(value))
+    )
 
 
 def inline_policy_bad_characters(text: str) -> str:

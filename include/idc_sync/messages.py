@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from idc_sync.model import Problem
 from idc_sync.problems import LANGUAGES, REGISTRY, Params, placeholders
+from idc_sync.sanitize import visible
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,12 @@ class _Placeholders(dict[str, object]):
 
 
 def render_problem(problem: Problem, language: str) -> str:
-    """The problem in ``language`` ("ja" or "en"); the English ``message`` when no template fits."""
+    """The problem in ``language`` ("ja" or "en"); the English ``message`` when no template fits. Shown
+    with its invisible characters made visible and bounded (``sanitize.visible``)."""
+    return visible(_render(problem, language))
+
+
+def _render(problem: Problem, language: str) -> str:
     spec = REGISTRY.get(problem.code)  # type: ignore[call-overload]  # a str, registered when built
     if spec is None or language not in LANGUAGES:
         return problem.message

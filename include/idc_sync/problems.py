@@ -555,9 +555,9 @@ REGISTRY: dict[Code, ProblemSpec] = {
     "invalid_relay_state": ProblemSpec(
         InvalidRelayState,
         ja="リレーステート「{value}」は使えません。「{field}」には 240 文字以内で空白や日本語を含まない"
-        "コンソールの URL（例: https://console.aws.amazon.com/ec2/）を入力してください。",
-        en="The relay state '{value}' cannot be used. Put a console URL of at most 240 characters without "
-        "spaces or non-ASCII characters in '{field}' (for example https://console.aws.amazon.com/ec2/).",
+        "https:// で始まるコンソールの URL（例: https://console.aws.amazon.com/ec2/）を入力してください。",
+        en="The relay state '{value}' cannot be used. Put an https:// console URL of at most 240 characters "
+        "without spaces or non-ASCII characters in '{field}' (for example https://console.aws.amazon.com/ec2/).",
     ),
     # ------------------------------------------------------------------ records.py: assignment records
     "invalid_principal_type": ProblemSpec(

@@ -51,6 +51,8 @@ from idc_sync.problems import Code
 
 log = logging.getLogger(__name__)
 
+MAX_PROBLEMS_PER_RECORD = 20  # as validation's MAX_FINDINGS_PER_RECORD: what a comment lists
+
 # Items on one line of a list field: whitespace, commas, semicolons (also ideographic/full-width , ;).
 _SEPARATORS = re.compile("[\\s,;\u3001\uff0c\uff1b]+")
 
@@ -139,12 +141,19 @@ def _ref(
 
 @dataclass
 class _Collector:
-    """Problems of one record; ``failed`` tells whether any was an error."""
+    """Problems of one record; ``failed`` tells whether any was an error. At most
+    :data:`MAX_PROBLEMS_PER_RECORD` are kept (20,000 bad target lines are not 20,000 comments); ``all()``
+    counts the rest in one ``more_findings``."""
 
     ref: RecordRef
     problems: list[Problem] = field(default_factory=list)
+    dropped: int = 0
+    subject: str = ""  # the permission set the record is about, for ``more_findings``
 
     def add(self, code: Code, message: str, severity: Severity = "error", **params: Any) -> None:
+        if len(self.problems) >= MAX_PROBLEMS_PER_RECORD:
+            self.dropped += 1
+            return
         self.problems.append(
             Problem(code=code, message=message, severity=severity, record=self.ref, params=params)
         )
@@ -153,8 +162,19 @@ class _Collector:
     def failed(self) -> bool:
         return any(p.severity == "error" for p in self.problems)
 
+    def all(self) -> list[Problem]:
+        if not self.dropped:
+            return self.problems
+        more = Problem(
+            code="more_findings",
+            message=f"... and {self.dropped} more finding(s) are not listed (at most "
+            f"{MAX_PROBLEMS_PER_RECORD} per record). Fix the listed ones; the rest are reported once they are fixed.",
+            record=self.ref,
+            params={"permission_set": self.subject, "count": self.dropped, "shown": MAX_PROBLEMS_PER_RECORD},
+        )
+        return [*self.problems, more]
 
-# --------------------------------------------------------------------------- field parsers
+
 def split_lines(text: str) -> list[tuple[int, str]]:
     """Non-blank items with their 1-based line number; items on a line may be separated by commas etc."""
     out: list[tuple[int, str]] = []
@@ -213,6 +233,7 @@ def _parse_permission_set(
     f = config.permission_set_fields
     c = _Collector(_ref(record, "permission_sets", app_id, _users(record, f.owners)))
     name = _ps_name(record, f, c)
+    c.subject = name
     description = _description(record, f, c)
     duration = _session_duration(record, f, c)
     managed = _managed_policies(record, f, c)
@@ -221,7 +242,7 @@ def _parse_permission_set(
     boundary = _permissions_boundary(record, f, c)
     relay_state = _relay_state(record, f, c)
     if c.failed or duration is None:
-        return None, name or None, c.ref, c.problems
+        return None, name or None, c.ref, c.all()
     spec = PermissionSetSpec(
         name=name,
         description=description,
@@ -233,7 +254,7 @@ def _parse_permission_set(
         permissions_boundary=boundary,
         record=c.ref,
     )
-    return spec, name, c.ref, c.problems
+    return spec, name, c.ref, c.all()
 
 
 def _ps_name(record: Mapping[str, Any], f: PermissionSetFields, c: _Collector) -> str:
@@ -363,7 +384,7 @@ def _relay_state(record: Mapping[str, Any], f: PermissionSetFields, c: _Collecto
     if relay_state and not idc_fields.is_relay_state(relay_state):
         c.add(
             "invalid_relay_state",
-            f"The relay state in '{f.relay_state}' must be a console URL of at most {idc_fields.RELAY_STATE_MAX} "
+            f"The relay state in '{f.relay_state}' must be an https:// console URL of at most {idc_fields.RELAY_STATE_MAX} "
             "characters without spaces or non-ASCII characters (for example https://console.aws.amazon.com/ec2/).",
             field=f.relay_state,
             value=relay_state[: idc_fields.RELAY_STATE_MAX],
@@ -392,9 +413,10 @@ def _parse_assignment(
     # (``permission_set_renamed``) from an unknown name (``unknown_permission_set``).
     expires_on = _expires_on(record, f, c)
 
+    c.subject = ps_name
     # Target lines fail alone; every other error makes the whole record mean nothing.
     if any(p.severity == "error" and p.code != "invalid_target" for p in c.problems):
-        return [], c.problems
+        return [], c.all()
     specs = [
         AssignmentSpec(
             principal_type=principal_type,  # type: ignore[arg-type]
@@ -407,7 +429,7 @@ def _parse_assignment(
         for principal in dict.fromkeys(principals)
         for target in targets
     ]
-    return specs, c.problems
+    return specs, c.all()
 
 
 def _principals(record: Mapping[str, Any], config: SyncConfig, c: _Collector) -> tuple[str, list[str]]:

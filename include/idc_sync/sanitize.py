@@ -29,6 +29,22 @@ def strip_control(text: str) -> str:
     return _CONTROL.sub("", _ANSI.sub("", text))
 
 
+# Characters a reader cannot see: C0/C1 controls (but \n, \t), zero-width and joiner characters, bidi
+# overrides (U+202E turns "exe.txt" into "txt.exe" on screen) and the byte-order mark.
+_INVISIBLE = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
+PROBLEM_TEXT_LIMIT = 2_000
+
+
+def visible(text: str, limit: int = PROBLEM_TEXT_LIMIT) -> str:
+    """``text`` as a requester must read it: every invisible character shown as ``<U+200B>`` (a name
+    that looks right but is not says why), and at most ``limit`` characters (a record cannot make a
+    comment or a Slack line megabytes long)."""
+    shown = _INVISIBLE.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
 def slack_escape(text: str) -> str:
     """``text`` safe inside Slack mrkdwn: control characters removed, then ``&``, ``<``, ``>`` escaped
     as Slack documents (https://api.slack.com/reference/surfaces/formatting#escaping). With ``<`` and

@@ -110,6 +110,8 @@ def test_relay_state() -> None:
     assert not f.is_relay_state("https://例え.jp/")
     assert not f.is_relay_state("https://x/\n")
     assert f.is_relay_state("https://x/a b(c){d}[e]|f!g'h\"i")  # the pattern allows these
+    assert not f.is_relay_state("javascript:alert(1)")  # IdC's pattern takes it; the portal would open it
+    assert not f.is_relay_state("http://console.aws.amazon.com/")  # https only
 
 
 # --------------------------------------------------------------------------- inline policy

@@ -26,7 +26,7 @@ from idc_sync.failures import (
     run_failing,
 )
 from idc_sync.model import AssignmentOp, Cause, OpKind, OpResult, Plan, Problem, RecordRef, Skipped
-from idc_sync.sanitize import CleanTextFilter, scrub_secrets, slack_escape, strip_control
+from idc_sync.sanitize import PROBLEM_TEXT_LIMIT, CleanTextFilter, scrub_secrets, slack_escape, strip_control
 from idc_sync.slack_summary import approval_message, duration_text, summary_message, withheld_lines
 
 HOSTILE = "<!channel> <https://evil|click> \x1b[31m\x07"
@@ -311,7 +311,9 @@ def test_comment_with_one_enormous_problem_is_cut_cleanly() -> None:
     huge_text = "y" * 100_000
     huge = Problem(code="unreadable_record", message=huge_text, record=ref, params={"error": huge_text})
     text = feedback.render_comment(ref, [huge], "en")
-    assert len(text) <= feedback.KINTONE_COMMENT_LIMIT and "and 0 more" in text
+    # each problem is clipped where it is rendered (sanitize.visible), long before the comment's limit
+    assert len(text) <= feedback.KINTONE_COMMENT_LIMIT and len(text) < 2 * PROBLEM_TEXT_LIMIT
+    assert "y" * PROBLEM_TEXT_LIMIT not in text and "y…" in text
 
 
 def test_short_comment_is_unchanged() -> None:
