@@ -371,7 +371,7 @@ class KintoneClient:
         try:
             while True:
                 page = self.request("GET", "records/cursor.json", params={"id": cursor_id}, app_id=app)
-                records = page.get("records") or []
+                records = _page_records(app, page)
                 read += len(records)
                 level = logging.INFO if (total or 0) > size else logging.DEBUG
                 log.log(level, "read %d/%s records of app %s", read, total if total is not None else "?", app)
@@ -583,6 +583,23 @@ class KintoneClient:
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _page_records(app: str, page: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The records of a cursor page, or ``INVALID_RESPONSE``: records that are not a list of objects, or an
+    empty page that says more follow (kintone never sends one; followed, it would page forever)."""
+    records = page.get("records")
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise KintoneError(
+            0, "INVALID_RESPONSE", f"a cursor page of app {app} holds no list of records: the read stopped"
+        )
+    if not records and page.get("next"):
+        raise KintoneError(
+            0,
+            "INVALID_RESPONSE",
+            f"a cursor page of app {app} is empty but says more follow: the read stopped",
+        )
+    return records
 
 
 def _check_complete(app: str, announced: int | None, read: int) -> None:

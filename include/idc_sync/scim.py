@@ -231,7 +231,7 @@ class GraphClient:
         response = self._send("POST", self.token_url, "token request", data=data)
         if response.status_code != 200:
             raise self._error(response, "token request")
-        body = response.json()
+        body = _json_object(response, "token request")
         access_token = body.get("access_token")
         if not access_token:
             raise GraphError(
@@ -260,10 +260,7 @@ class GraphClient:
                 continue
             if response.status_code != 200:
                 raise self._error(response, what)
-            body = response.json()
-            if not isinstance(body, dict):
-                raise GraphError("invalid_response", f"{what}: not a JSON object", response.status_code)
-            return body
+            return _json_object(response, what)
 
     def list_sync_jobs(self, service_principal_id: str) -> list[dict[str, Any]]:
         """``GET /servicePrincipals/{id}/synchronization/jobs`` (all pages)."""
@@ -373,12 +370,30 @@ def _short(job_id: str) -> str:
     return job_id.split(".", 1)[0] if "." in job_id else job_id
 
 
+def _json_object(response: requests.Response, what: str) -> dict[str, Any]:
+    """The answer as a JSON object, or ``invalid_response`` (truncated, HTML, a list): a clear Graph
+    error, which the SCIM check turns into an unhealthy verdict, never a crash of the sensor."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise GraphError("invalid_response", f"{what}: the answer is not a JSON object", response.status_code)
+    return body
+
+
+def _part(parent: Any, key: str) -> dict[str, Any]:
+    """``parent[key]`` when it is an object, else ``{}`` (a mistyped answer reads as missing fields)."""
+    value = parent.get(key) if isinstance(parent, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
 def summarize_job(job: dict[str, Any]) -> ScimJobSummary:
-    status = job.get("status") or {}
-    schedule = job.get("schedule") or {}
-    last = status.get("lastExecution") or {}
-    success = status.get("lastSuccessfulExecution") or {}
-    quarantine = status.get("quarantine") or {}
+    status = _part(job, "status")
+    schedule = _part(job, "schedule")
+    last = _part(status, "lastExecution")
+    success = _part(status, "lastSuccessfulExecution")
+    quarantine = _part(status, "quarantine")
     return ScimJobSummary(
         id=str(job.get("id", "?")),
         template_id=job.get("templateId"),
@@ -387,10 +402,10 @@ def summarize_job(job: dict[str, Any]) -> ScimJobSummary:
         interval=schedule.get("interval"),
         last_successful_end=_parse_time(success.get("timeEnded")) or _parse_time(success.get("timeBegan")),
         last_execution_state=last.get("state"),
-        last_error_code=(last.get("error") or {}).get("code"),
+        last_error_code=_part(last, "error").get("code"),
         successive_failures=int(status.get("countSuccessiveCompleteFailures") or 0),
         quarantine_reason=quarantine.get("reason"),
-        quarantine_error_code=(quarantine.get("error") or {}).get("code"),
+        quarantine_error_code=_part(quarantine, "error").get("code"),
         quarantine_since=_parse_time(quarantine.get("seriesBegan"))
         or _parse_time(quarantine.get("currentBegan")),
         next_attempt=_parse_time(quarantine.get("nextAttempt")),

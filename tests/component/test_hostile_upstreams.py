@@ -1,0 +1,167 @@
+"""The hostile-input catalog, upstream side (issue 14): what a broken or hostile server answers to the
+clients, over real HTTP. A tiny server answers each request with a crafted response (truncated, mistyped,
+HTML instead of JSON, huge, a cursor that expires mid-read). Each must end in a clear, bounded error that
+names the service (never a half-read that looks complete, never a hang, never a secret in the message).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from idc_sync.kintone_client import KintoneClient, KintoneError
+
+TOKEN = "hostile-test-token-SECRET"
+Answer = tuple[int, dict[str, str], bytes]
+
+
+class HostileServer:
+    """Answers ``METHOD path`` with what ``routes`` says (a function of the request count)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Callable[[int], Answer]] = {}
+        self.counts: dict[str, int] = {}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                key = f"{self.command} {self.path.split('?')[0]}"
+                n = server.counts.get(key, 0)
+                server.counts[key] = n + 1
+                status, headers, body = server.routes.get(key, lambda _n: (404, {}, b"{}"))(n)
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_DELETE = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def server() -> Iterator[HostileServer]:
+    s = HostileServer()
+    yield s
+    s.close()
+
+
+def _json(status: int, body: Any) -> Callable[[int], Answer]:
+    return lambda _n: (status, {}, json.dumps(body).encode())
+
+
+def _raw(status: int, body: bytes, content_type: str = "application/json") -> Callable[[int], Answer]:
+    return lambda _n: (status, {"Content-Type": content_type}, body)
+
+
+def _client(server: HostileServer) -> KintoneClient:
+    return KintoneClient(server.url, {"1": TOKEN}, sleep=lambda _s: None)
+
+
+def _record(i: int) -> dict[str, Any]:
+    return {
+        "$id": {"type": "__ID__", "value": str(i)},
+        "name": {"type": "SINGLE_LINE_TEXT", "value": f"r{i}"},
+    }
+
+
+CURSOR = "/k/v1/records/cursor.json"
+
+# (kind, what the cursor page GET answers)
+KINTONE_PAGES: list[tuple[str, Callable[[int], Answer]]] = [
+    ("truncated JSON", _raw(200, b'{"records": [{"$id": {"type": "__ID__", "val')),
+    ("HTML error page with 200", _raw(200, b"<html><body>Bad gateway</body></html>", "text/html")),
+    ("records is a string", _json(200, {"records": "not a list", "next": False})),
+    ("records hold strings", _json(200, {"records": ["a", "b"], "next": False})),
+    ("records is null and next true forever", _json(200, {"records": None, "next": True})),
+    ("a JSON list instead of an object", _json(200, [_record(1)])),
+    (
+        "cursor expired mid-read (GAIA_RE03)",
+        lambda n: (
+            (200, {}, json.dumps({"records": [_record(1)], "next": True}).encode())
+            if n == 0
+            else (400, {}, json.dumps({"code": "GAIA_RE03", "id": "x", "message": "cursor expired"}).encode())
+        ),
+    ),
+    ("fewer records than totalCount", _json(200, {"records": [_record(1)], "next": False})),
+    (
+        "an error that echoes the token",
+        _json(400, {"code": "CB_IJ01", "id": "x", "message": f"bad token {TOKEN}"}),
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "page"), KINTONE_PAGES, ids=[k for k, _ in KINTONE_PAGES])
+def test_a_hostile_kintone_page_is_a_clear_error_never_a_partial_read(
+    server: HostileServer, kind: str, page: Callable[[int], Answer]
+) -> None:
+    server.routes[f"POST {CURSOR}"] = _json(200, {"id": "c1", "totalCount": "3"})
+    server.routes[f"GET {CURSOR}"] = page
+    server.routes[f"DELETE {CURSOR}"] = _json(200, {})
+    with pytest.raises(KintoneError) as exc:
+        _client(server).get_all_records("1")
+    text = str(exc.value)
+    assert "kintone" in text.lower() and TOKEN not in text, text
+    assert len(text) < 2_000
+    assert server.counts[f"GET {CURSOR}"] <= 20  # bounded: no endless paging, a few retries at most
+
+
+# --------------------------------------------------------------------------- Microsoft Graph (SCIM check)
+GRAPH_SECRET = "graph-client-secret-SECRET"
+SP = "sp-1"
+JOBS = f"/v1.0/servicePrincipals/{SP}/synchronization/jobs"
+TOKEN_PATH = "/tenant-1/oauth2/v2.0/token"
+GOOD_TOKEN = _json(200, {"access_token": "at", "expires_in": 3600, "token_type": "Bearer"})
+
+# (kind, token endpoint answer, jobs answer)
+GRAPH: list[tuple[str, Callable[[int], Answer], Callable[[int], Answer]]] = [
+    ("token answer truncated", _raw(200, b'{"access_tok'), _json(200, {"value": []})),
+    ("token answer without a token", _json(200, {"token_type": "Bearer"}), _json(200, {"value": []})),
+    (
+        "token error echoing the secret",
+        _json(401, {"error": "invalid_client", "error_description": GRAPH_SECRET}),
+        _json(200, {}),
+    ),
+    ("jobs answer is HTML", GOOD_TOKEN, _raw(200, b"<html>maintenance</html>", "text/html")),
+    ("jobs value is not a list", GOOD_TOKEN, _json(200, {"value": "oops"})),
+    ("jobs hold strings", GOOD_TOKEN, _json(200, {"value": ["job"]})),
+    ("job status of the wrong type", GOOD_TOKEN, _json(200, {"value": [{"id": "j", "status": "broken"}]})),
+    ("429 forever with a huge Retry-After", GOOD_TOKEN, lambda _n: (429, {"Retry-After": "999999"}, b"{}")),
+]
+
+
+@pytest.mark.parametrize(("kind", "token", "jobs"), GRAPH, ids=[k for k, _, _ in GRAPH])
+def test_a_hostile_graph_answer_is_an_unhealthy_verdict_with_its_reason(
+    server: HostileServer, kind: str, token: Callable[[int], Answer], jobs: Callable[[int], Answer]
+) -> None:
+    import datetime as dt
+
+    from idc_sync.scim import GraphClient, check_scim_health
+
+    server.routes[f"POST {TOKEN_PATH}"] = token
+    server.routes[f"GET {JOBS}"] = jobs
+    slept: list[float] = []
+    client = GraphClient(server.url, server.url, "tenant-1", "client-1", GRAPH_SECRET, sleep=slept.append)
+    verdict = check_scim_health(client, SP, dt.datetime.now(dt.UTC), dt.timedelta(minutes=90))
+    assert verdict.status != "healthy", verdict
+    assert verdict.reason and GRAPH_SECRET not in verdict.reason and len(verdict.reason) < 2_000
+    assert sum(slept) <= 4 * 30  # Retry-After is capped: a hostile server cannot park the sensor
+    assert server.counts.get(f"GET {JOBS}", 0) <= 4
