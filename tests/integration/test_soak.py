@@ -348,7 +348,9 @@ def test_soak_converges_under_faults_with_nothing_deleted_lost_or_said_twice(
         "deletions_checked": soak.deletes_checked,
         "comments": len(soak.comment_log),
         "duplicated_comments": len(dupes),
+        "duplicated_comment_examples": [list(d) for d in dupes[:5]],
         "live_access_never_told": len(untold),
+        "live_access_never_told_examples": [list(g) for g in untold[:10]],
         "failed_runs_not_in_slack": len(invisible),
         "final_divergence": len(divergence),
         "minutes": round((time.monotonic() - started) / 60, 1),
@@ -365,12 +367,18 @@ def test_soak_converges_under_faults_with_nothing_deleted_lost_or_said_twice(
 
 
 def _duplicates(soak: Soak, changes: dict[int, list[int]]) -> list[tuple[int, int, str]]:
-    """The same text on the same record twice, with no change of that record by the soak in between."""
+    """A comment that repeats the previous one on the same record, with no change of that record by the
+    soak in between: spam. (The same text again after something else was said is news: a problem that
+    came back and went away again.)"""
     out = []
-    first: dict[tuple[int, int, str], int] = {}
+    last: dict[tuple[int, int], tuple[str, int]] = {}
     for app, record, text, index in soak.comment_log:
-        key = (app, record, text)
-        if key in first and not any(first[key] <= i <= index for i in changes.get(record, [])):
-            out.append(key)
-        first[key] = index
+        previous = last.get((app, record))
+        if (
+            previous
+            and previous[0] == text
+            and not any(previous[1] <= i <= index for i in changes.get(record, []))
+        ):
+            out.append((app, record, text))
+        last[(app, record)] = (text, index)
     return out
