@@ -169,3 +169,22 @@ def withhold_deletions(plan: Plan, reason: str) -> Plan:
         Skipped(key=op.key, reason=reason, record=op.record) for op in plan.operations if op.kind in DELETIONS
     ]
     return plan.model_copy(update={"operations": kept, "skipped": skipped})
+
+
+NOT_CONFIRMED = "not deleted: kintone asks for it again since the plan was made (confirmed before deleting)"
+
+
+def confirm_deletions(plan: Plan, fresh: Plan) -> tuple[Plan, list[str]]:
+    """Keep only the deletions that ``fresh`` (planned from kintone read again just before deleting,
+    against the same observed state) still has; the others become skipped items. Returns the plan to
+    apply and the keys of the deletions dropped. A record added or edited since the first read thus
+    never loses its access to a plan made before it."""
+    still = {op.key for op in fresh.of_kind(*DELETIONS)}
+    dropped = [op for op in plan.of_kind(*DELETIONS) if op.key not in still]
+    gone = {op.key for op in dropped}
+    skipped = [
+        Skipped(key=op.key, reason=NOT_CONFIRMED, record=op.records[0] if op.records else None)
+        for op in dropped
+    ]
+    kept = [op for op in plan.operations if op.key not in gone]
+    return plan.model_copy(update={"operations": kept, "skipped": [*plan.skipped, *skipped]}), sorted(gone)

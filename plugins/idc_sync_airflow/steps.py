@@ -595,16 +595,13 @@ def approval_link(dag_id: str, run_id: str, base_url: str | None = None) -> str:
     )
 
 
-NOT_CONFIRMED = "not deleted: kintone asks for it again since the plan was made (confirmed before deleting)"
-
-
 def _confirm_deletions(
     clients: Any, plan: Plan, observed: ObservedState, config: SyncConfig
 ) -> tuple[Plan, list[str]]:
     """A deletion is confirmed against the current kintone records just before it is made: both apps are
     read again and planned against the same observed state; a deletion that plan no longer has (a
-    record added or edited since the reads) is skipped, the next run sees it properly."""
-    from idc_sync.model import Skipped
+    record added or edited since the reads) is skipped (``guard.confirm_deletions``), the next run sees
+    it properly."""
     from idc_sync.records import parse_desired_state
     from idc_sync.snapshot import resolve_principals
 
@@ -617,17 +614,10 @@ def _confirm_deletions(
     _save_state(settings.state_store(config), KINTONE_CACHE_STATE, cache)
     observed = resolve_principals(clients, observed, desired)
     fresh, _ = _compute_plan(desired, observed, config, params, _plan_memory(settings.state_store(config)))
-    still = {op.key for op in fresh.of_kind(*guard.DELETIONS)}
-    dropped = [op for op in deletions if op.key not in still]
-    for op in dropped:
-        log.warning("%s: %s", op.key, NOT_CONFIRMED)
-    gone = {op.key for op in dropped}
-    skipped = [
-        Skipped(key=op.key, reason=NOT_CONFIRMED, record=op.records[0] if op.records else None)
-        for op in dropped
-    ]
-    kept = [op for op in plan.operations if op.key not in gone]
-    return plan.model_copy(update={"operations": kept, "skipped": [*plan.skipped, *skipped]}), sorted(gone)
+    confirmed, gone = guard.confirm_deletions(plan, fresh)
+    for key in gone:
+        log.warning("%s: %s", key, guard.NOT_CONFIRMED)
+    return confirmed, gone
 
 
 def _dry_run() -> bool:

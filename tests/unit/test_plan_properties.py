@@ -191,3 +191,32 @@ def test_without_an_approval_no_run_deletes_more_than_the_guard_allows(
     assert removed <= floor or not managed or removed / managed <= ratio
     if deletes and not rows:  # an empty assignments app never deletes anything
         assert removed == 0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(read_then=requests, asked_now=requests, cache=held_now)
+def test_a_plan_from_old_reads_confirmed_against_kintone_now_never_deletes_what_kintone_asks_for(
+    read_then, asked_now, cache
+) -> None:
+    """The plan was made from kintone as it was read (``read_then``) and a cached observed state that may
+    be stale (``cache``); just before deleting, kintone is read again (``asked_now``) and planned against
+    the same observed state. Whatever the three are, no deletion that survives the confirmation removes
+    an assignment a record asks for now."""
+    from idc_sync.guard import DELETIONS, NOT_CONFIRMED, confirm_deletions
+
+    observed_state = _observed(_grants(cache))
+    plan, _ = compute_plan(_desired(read_then), observed_state, SyncConfig(), today=TODAY)  # type: ignore[arg-type]
+    fresh, _ = compute_plan(_desired(asked_now), observed_state, SyncConfig(), today=TODAY)  # type: ignore[arg-type]
+    confirmed, dropped = confirm_deletions(plan, fresh)
+
+    deleting = {
+        (op.account_id, op.permission_set_name, op.principal_type, op.principal_id)
+        for op in confirmed.of_type(AssignmentOp)
+        if op.kind is OpKind.DELETE_ASSIGNMENT
+    }
+    assert not deleting & _named(asked_now)
+    # nothing but deletions is dropped, and each dropped one is told why
+    assert [op for op in plan.operations if op.kind not in DELETIONS] == [
+        op for op in confirmed.operations if op.kind not in DELETIONS
+    ]
+    assert {s.key for s in confirmed.skipped if s.reason == NOT_CONFIRMED} == set(dropped)
