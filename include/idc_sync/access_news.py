@@ -134,6 +134,26 @@ def render_news(
     return strip_control("\n".join(lines))
 
 
+def including_owed(
+    plan: Plan, results: Iterable[OpResult], owed: Iterable[AssignmentOp]
+) -> tuple[Plan, list[OpResult]]:
+    """The plan and results with the creations an interrupted earlier run made (``apply_journal.owed_news``)
+    counted as made now: their records hear the news once, from this run."""
+    out = list(results)
+    ops = list(plan.operations)
+    planned = {op.key for op in ops}
+    succeeded = {r.key for r in out if r.status == "succeeded"}
+    for op in owed:
+        if op.key in succeeded:
+            continue
+        if op.key not in planned:
+            ops.append(op)
+        out.append(
+            OpResult(key=op.key, kind=op.kind, status="succeeded", message="made by an interrupted run")
+        )
+    return plan.model_copy(update={"operations": ops}), out
+
+
 def access_comments(
     plan: Plan,
     results: Iterable[OpResult],

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel, Field
 
-from idc_sync.model import Operation, OpResult, Plan
+from idc_sync.model import AssignmentOp, ObservedState, Operation, OpKind, OpResult, Plan
 from idc_sync.observed_cache import ObservedCache, record_applied, split_pair
 
 JOURNAL_STATE = "state/apply_journal.json"
@@ -30,6 +30,9 @@ JOURNAL_STATE = "state/apply_journal.json"
 class ApplyJournal(BaseModel):
     run_id: str = ""
     started: dict[str, str] = Field(default_factory=dict)  # op key -> "account|arn", not yet in the cache
+    # Creations this run started whose "your access is live" its own notify still owes; emptied when the
+    # apply ends (notify tells them). A killed run leaves them to the next run (:func:`owed_news`).
+    announce: dict[str, AssignmentOp] = Field(default_factory=dict)
 
 
 def pairs_to_reread(journal: ApplyJournal, run_id: str) -> tuple[set[str], set[str]]:
@@ -39,6 +42,29 @@ def pairs_to_reread(journal: ApplyJournal, run_id: str) -> tuple[set[str], set[s
         return set(), set()
     pairs = set(journal.started.values())
     return pairs, {split_pair(p)[1] for p in pairs}
+
+
+def owed_news(journal: ApplyJournal, run_id: str, observed: ObservedState) -> list[AssignmentOp]:
+    """The creations a killed earlier run started that this run's (fresh) reads find in place: their
+    records were never told that the access is live, and this run would not tell them either (nothing is
+    left to do for them)."""
+    if journal.run_id == run_id or not journal.announce:
+        return []
+    arns = {name: ps.arn for name, ps in observed.permission_sets.items()}
+    held = {
+        (a.account_id, a.permission_set_arn, a.principal_type, a.principal_id) for a in observed.assignments
+    }
+    return [
+        op
+        for op in journal.announce.values()
+        if (
+            op.account_id,
+            op.permission_set_arn or arns.get(op.permission_set_name),
+            op.principal_type,
+            op.principal_id,
+        )
+        in held
+    ]
 
 
 def forget_rereads(cache: ObservedCache, journal: ApplyJournal, run_id: str) -> int:
@@ -79,6 +105,8 @@ class JournalWriter:
         """Saved before the request is sent: a kill after this line leaves the pair in the journal."""
         with self._lock:
             self.journal.started[op.key] = pair
+            if isinstance(op, AssignmentOp) and op.kind is OpKind.CREATE_ASSIGNMENT:
+                self.journal.announce[op.key] = op
             self._write_journal()
 
     def on_result(self, result: OpResult) -> None:
@@ -92,6 +120,7 @@ class JournalWriter:
         in a known state (a failed request may still have changed its pair)."""
         with self._lock:
             self._pending = list(results)
+            self.journal.announce = {}  # this run's notify tells them
             self._checkpoint()
 
     def _checkpoint(self) -> None:

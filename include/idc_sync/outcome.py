@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from idc_sync import feedback
-from idc_sync.access_news import access_comments
+from idc_sync.access_news import access_comments, including_owed
 from idc_sync.failures import TaskFailure, explain, run_failing
-from idc_sync.model import DesiredState, OpResult, Plan, Problem, Skipped
+from idc_sync.model import AssignmentOp, DesiredState, OpResult, Plan, Problem, Skipped
 from idc_sync.slack_summary import summary_message
 
 # Checks that could not run (Access Analyzer / IAM down): a problem missing because of them is only
@@ -47,6 +47,7 @@ class RunFacts(BaseModel):
     approval_url: str | None = None  # where withheld deletions are approved (the approval DAG's page)
     portal_url: str | None = None  # the AWS access portal, for the shortcut links of "access is live"
     access_told: list[str] = Field(default_factory=list)  # records a previous try of notify already told
+    owed_news: list[AssignmentOp] = Field(default_factory=list)  # made by a killed earlier run, untold
 
 
 class RunOutcome(BaseModel):
@@ -101,9 +102,10 @@ def decide_outcome(facts: RunFacts) -> RunOutcome:
         return out
     _decide_comments(facts, problems, out)
     if facts.desired is not None:
+        news_plan, news_results = including_owed(facts.plan, facts.results, facts.owed_news)
         out.access_comments = access_comments(
-            facts.plan,
-            facts.results,
+            news_plan,
+            news_results,
             language=facts.language,
             live_records=set(live_record_refs(facts.desired)),
             portal_url=facts.portal_url,

@@ -19,6 +19,7 @@ from idc_sync import access_news, feedback, guard, sanitize
 from idc_sync.audit import FEEDBACK_STATE, SCIM_STATE, AuditStore
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
+    AssignmentOp,
     DesiredState,
     ObservedState,
     OpKind,
@@ -194,8 +195,7 @@ def observe_idc(desired_json: dict[str, Any]) -> dict[str, Any]:
         return plan_touches(plan, candidate)
 
     cache = _observed_cache(store)
-    if cache is not None:
-        _reread_interrupted(store, cache)
+    journal = _reread_interrupted(store, cache)
     observed, cache, stats = observe(
         clients,
         desired,
@@ -223,24 +223,42 @@ def observe_idc(desired_json: dict[str, Any]) -> dict[str, Any]:
         len(observed.assignments),
     )
     # small facts beside the (large, stored by reference) observed state, for notify and the audit
-    summary = {"stats": stats.as_dict(), "adopted": [r.model_dump(mode="json") for r in adopted]}
+    summary = {
+        "stats": stats.as_dict(),
+        "adopted": [r.model_dump(mode="json") for r in adopted],
+        "owed_news": _owed_news(journal, observed),
+    }
     get_current_context()["ti"].xcom_push(key=OBSERVE_SUMMARY_XCOM, value=summary)
     return {"observed": _put(config, observed, "observed"), **summary}
 
 
-def _reread_interrupted(store: AuditStore, cache: Any) -> None:
+def _owed_news(journal: Any, observed: ObservedState) -> list[dict[str, Any]]:
+    """Creations a killed earlier run made that this run finds in place: notify tells their records."""
+    from idc_sync.apply_journal import owed_news
+
+    if journal is None:
+        return []
+    return [
+        op.model_dump(mode="json")
+        for op in owed_news(journal, get_current_context()["dag_run"].run_id, observed)
+    ]
+
+
+def _reread_interrupted(store: AuditStore, cache: Any) -> Any:
     """Pairs an earlier run sent requests for without its cache learning the outcome (it was killed
-    mid-apply, or they failed) are read again before planning (``idc_sync.apply_journal``)."""
+    mid-apply, or they failed) are read again before planning (``idc_sync.apply_journal``). Returns the
+    journal (None when there is none)."""
     from idc_sync.apply_journal import JOURNAL_STATE, ApplyJournal, forget_rereads
 
     journal = _load_state(store, JOURNAL_STATE, ApplyJournal, "the sweep finds what it missed")
     run_id = get_current_context()["dag_run"].run_id
-    if journal is not None and (n := forget_rereads(cache, journal, run_id)):
+    if cache is not None and journal is not None and (n := forget_rereads(cache, journal, run_id)):
         log.warning(
             "run %s ended mid-apply or with operations in an unknown state: re-reading %d pair(s) it changed",
             journal.run_id,
             n,
         )
+    return journal
 
 
 def _journal_writer(config: SyncConfig, plan: Plan) -> Any:
@@ -867,6 +885,10 @@ def _run_facts(ctx: Any, config: SyncConfig, store: AuditStore) -> Any:
         approval_url=_approval_url(pull(task_ids="deletion_guard")),
         portal_url=config.portal_url,
         access_told=access_news.already_told(store.read_state(access_news.STATE), dag_run.run_id),
+        owed_news=[
+            AssignmentOp.model_validate(op)
+            for op in (pull(task_ids="observe_idc", key=OBSERVE_SUMMARY_XCOM) or {}).get("owed_news", [])
+        ],
     )
 
 

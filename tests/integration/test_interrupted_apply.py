@@ -38,6 +38,18 @@ def _creates(harness: Any) -> Counter[tuple[str, str, str]]:
     )
 
 
+def _told_pairs(text: str) -> set[tuple[str, str]]:
+    """(principal name, account) pairs an "access is live" comment lists: a "- ..." line naming the
+    principal, then "  - <account>" lines."""
+    pairs, who = set(), ""
+    for line in text.splitlines():
+        if line.startswith("- "):
+            who = next((w for w in line.split() if "@" in w), "")
+        elif line.startswith("  - ") and who:
+            pairs.add((who, line[4:].split(":")[0].strip()))
+    return pairs
+
+
 def _wait_for(predicate: Any, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
     """Polls ``predicate`` (the sandbox is in this process; the run is in the child)."""
     deadline = time.monotonic() + timeout
@@ -53,7 +65,7 @@ def test_a_run_killed_mid_apply_is_continued_by_the_next_run_with_nothing_sent_t
     assert harness.run(allow_mass_delete=True).state == "success"  # converged: the cache knows every pair
     # A requester adds five users to ReadOnly on five accounts where ReadOnly is already assigned: every
     # create lands on a pair the cache holds (no permission set changes, nothing else re-read).
-    kintone_sandbox.add_record(
+    record_id = kintone_sandbox.add_record(
         harness.sandbox,
         harness.app_id("assignments"),
         {
@@ -103,6 +115,12 @@ def test_a_run_killed_mid_apply_is_continued_by_the_next_run_with_nothing_sent_t
     after = _creates(harness)
     assert max(after.values()) == 1, [k for k, n in after.items() if n > 1]  # nothing sent twice
     assert set(before) < set(after)  # the next run did the rest
+    # the requester hears once that all of it is live, what the killed run made included (its journal
+    # names it; the next run found it in place and planned nothing for it)
+    [told] = [text for _app, rid, text, _m in harness.comments() if str(rid) == str(record_id)]
+    names = {u.user_id: u.user_name for u in harness.sandbox.world.identity_store.users.values()}
+    killed_made = {(names[pid], account) for account, _arn, pid in before}
+    assert killed_made <= _told_pairs(told), (sorted(killed_made - _told_pairs(told)), told)
     audit = harness.last_audit()
     done = [r for r in audit["results"] if r["kind"] == "create_assignment"]
     assert {r["status"] for r in done} == {"succeeded"}  # nothing of the killed run's work planned again

@@ -349,6 +349,9 @@ def test_soak_converges_under_faults_with_nothing_deleted_lost_or_said_twice(
         "comments": len(soak.comment_log),
         "duplicated_comments": len(dupes),
         "duplicated_comment_examples": [list(d) for d in dupes[:5]],
+        "duplicated_comment_histories": [
+            _history(soak, harness, d[0], d[1], changed_before) for d in dupes[:3]
+        ],
         "live_access_never_told": len(untold),
         "live_access_never_told_examples": [list(g) for g in untold[:10]],
         "failed_runs_not_in_slack": len(invisible),
@@ -364,6 +367,26 @@ def test_soak_converges_under_faults_with_nothing_deleted_lost_or_said_twice(
     assert invisible == [], invisible
     assert sum(soak.faults.values()) > 0 and soak.killed == 1
     assert told and soak.created and soak.deletes_checked  # the checks above had something to check
+
+
+def _history(
+    soak: Soak, harness: Any, app: int, record: int, changes: dict[int, list[int]]
+) -> dict[str, Any]:
+    """What was said on a record, when the soak changed it, and its problems per audit artifact."""
+    problems = []
+    for path in harness.audit_files():
+        artifact = json.loads(path.read_text())
+        codes = sorted(
+            p["code"]
+            for p in artifact.get("problems") or []
+            if str((p.get("record") or {}).get("record_id")) == str(record)
+        )
+        problems.append([artifact.get("run_id", "")[-15:], codes])
+    return {
+        "comments": [[i, t[:60]] for a, r, t, i in soak.comment_log if (a, r) == (app, record)],
+        "changed_in_runs": changes.get(record, []),
+        "problems_per_run": [p for k, p in enumerate(problems) if k == 0 or p[1] != problems[k - 1][1]],
+    }
 
 
 def _duplicates(soak: Soak, changes: dict[int, list[int]]) -> list[tuple[int, int, str]]:
