@@ -230,6 +230,18 @@ def airflow_stack(
                 print(procs.dump())
 
 
+def parsed_and_unpaused(
+    api: AirflowApi, procs: AirflowProcesses, *dag_ids: str, timeout: float = 240
+) -> None:
+    """Waits until the dag-processor has parsed each DAG, and unpauses it (so the scheduler runs it)."""
+    for dag_id in dag_ids:
+        dag = wait_until(
+            f"DAG {dag_id} to be parsed", timeout, lambda d=dag_id: api("GET", f"/dags/{d}"), procs
+        )
+        if dag.get("is_paused"):
+            api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+
 def finished_run(api: AirflowApi, procs: AirflowProcesses, dag_id: str, run_id: str, timeout: float) -> Any:
     def probe() -> dict[str, Any] | None:
         run = api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import requests
-from airflow_stack import airflow_stack, finished_run, wait_until
+from airflow_stack import airflow_stack, finished_run, parsed_and_unpaused, wait_until
 
 from idc_sandbox.core import Sandbox, SandboxConfig
 from idc_sandbox.seed import load_named_seed, load_seed
@@ -67,12 +67,7 @@ def test_trigger_form_run_note_approval_page_and_plan_page_in_a_browser(tmp_path
         api,
         _audit,
     ):
-        for dag_id in (DAG_ID, APPROVAL_DAG_ID):
-            dag = wait_until(
-                f"DAG {dag_id} to be parsed", 240, lambda d=dag_id: api("GET", f"/dags/{d}"), procs
-            )
-            if dag.get("is_paused"):
-                api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        parsed_and_unpaused(api, procs, DAG_ID, APPROVAL_DAG_ID)
         run_id = api.trigger(DAG_ID)
         run = finished_run(api, procs, DAG_ID, run_id, 600)
         assert run["state"] == "success"

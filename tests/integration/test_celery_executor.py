@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_stack import AirflowProcesses, airflow_stack, finished_run, wait_until
+from airflow_stack import AirflowProcesses, airflow_stack, finished_run, parsed_and_unpaused, wait_until
 from demo_grants import SEEDED, WANTED, granted
 
 from idc_sandbox.core import FaultRule, Sandbox, SandboxConfig
@@ -134,9 +134,7 @@ def test_celery_workers_share_the_work_survive_a_killed_worker_and_say_nothing_t
     ):
         home = Path(procs.env["AIRFLOW_HOME"])
         workers = {name: _start_worker(procs, home, name) for name in WORKERS}
-        dag = wait_until("the DAG to be parsed", 240, lambda: api("GET", f"/dags/{DAG_ID}"), procs)
-        if dag.get("is_paused"):
-            api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+        parsed_and_unpaused(api, procs, DAG_ID)
 
         # every assignment creation takes 4 s: apply_assignments runs long enough to be killed mid-way
         sandbox.faults.add(

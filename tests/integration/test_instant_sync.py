@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import requests
-from airflow_stack import airflow_stack, finished_run, wait_until
+from airflow_stack import airflow_stack, finished_run, parsed_and_unpaused, wait_until
 
 from idc_sandbox import kintone as kintone_sandbox
 from idc_sandbox import kintone_webhooks
@@ -59,9 +59,7 @@ def test_a_sync_comment_starts_a_run_within_seconds_and_is_answered_on_the_recor
     with airflow_stack(
         tmp_path, sandbox, {"max_deletions": 0}, AIRFLOW_CONN_IDC_SYNC_WEBHOOK=webhook_conn
     ) as (procs, api, audit):
-        dag = wait_until("the DAG to be parsed", 240, lambda: api("GET", f"/dags/{DAG_ID}"), procs)
-        if dag.get("is_paused"):
-            api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+        parsed_and_unpaused(api, procs, DAG_ID)
         endpoint = f"{api.url}/idc-sync/webhooks/kintone"
 
         # refused: no token, a wrong token, an oversized body, a body that is not JSON

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from airflow_stack import airflow_stack, finished_run, wait_until
+from airflow_stack import airflow_stack, finished_run, parsed_and_unpaused, wait_until
 from demo_grants import AFTER_SCIM_CYCLE, SEEDED, WANTED, granted
 
 from idc_sandbox import graph
@@ -47,9 +47,7 @@ def test_scim_sensor_defers_to_the_real_triggerer_and_the_run_succeeds(tmp_path:
     assert granted(sandbox) == SEEDED
 
     with airflow_stack(tmp_path, sandbox) as (procs, api, audit):
-        dag = wait_until(f"DAG {DAG_ID} to be parsed", 240, lambda: api("GET", f"/dags/{DAG_ID}"), procs)
-        if dag.get("is_paused"):
-            api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+        parsed_and_unpaused(api, procs, DAG_ID)
 
         run_id = api.trigger(DAG_ID)
         print(f"triggered {run_id} at +{time.monotonic() - started:.0f} s")
@@ -124,12 +122,7 @@ def test_unanswered_approval_never_blocks_the_sync_and_ends_in_reject(tmp_path: 
         {"max_deletions": 0},  # any deletion trips the guard
         IDC_SYNC_APPROVAL_TIMEOUT_SECONDS=str(response_timeout),
     ) as (procs, api, audit):
-        for dag_id in (DAG_ID, APPROVAL_DAG_ID):
-            dag = wait_until(
-                f"DAG {dag_id} to be parsed", 240, lambda d=dag_id: api("GET", f"/dags/{d}"), procs
-            )
-            if dag.get("is_paused"):
-                api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        parsed_and_unpaused(api, procs, DAG_ID, APPROVAL_DAG_ID)
 
         run_id = api.trigger(DAG_ID)
         run = finished_run(api, procs, DAG_ID, run_id, 600)
