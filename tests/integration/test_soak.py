@@ -96,7 +96,7 @@ class Soak:
         self.mutations: Counter[str] = Counter()
         self.comment_log: list[tuple[int, int, str, int]] = []  # (app, record, text, run index)
         self.created: set[tuple[str, str, str]] = set()  # (account, permission set, principal) created
-        self._seen_comments = 0
+        self._seen_comments: set[tuple[int, int, int]] = set()  # (app, record, comment id)
         self._seen_calls = 0
 
     # ---------------------------------------------------------------- records
@@ -272,10 +272,15 @@ class Soak:
                 unjustified = [g for g in wanted if (g[0], g[1], g[3]) == grant]
                 assert not unjustified, f"run {index} deleted {grant}, which the records asked for"
                 self.deletes_checked += 1
-        comments = self.h.comments()
-        for app, record, text, _ in comments[self._seen_comments :]:
-            self.comment_log.append((app, record, text, index))
-        self._seen_comments = len(comments)
+        # New comments by identity (kintone numbers comments per record: a slice of a list sorted by id
+        # would count some twice and miss others), in the order they were made on each record.
+        for app in self.sb.world.kintone.apps.values():
+            for record, items in sorted(app.comments.items()):
+                for c in sorted(items, key=lambda c: c.id):
+                    if (app.id, record, c.id) not in self._seen_comments:
+                        self._seen_comments.add((app.id, record, c.id))
+                        text = c.text.split(" \n", 1)[1] if c.mentions else c.text
+                        self.comment_log.append((app.id, record, text, index))
 
 
 def test_soak_converges_under_faults_with_nothing_deleted_lost_or_said_twice(
