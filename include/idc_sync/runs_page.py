@@ -4,7 +4,8 @@ tables, read from the audit artifacts ``notify`` writes (one per try of a run).
 Per run: what was created, changed, removed, withheld for approval, failed, not done (deferred, waiting for
 a dependency) and skipped by validation, per account, permission set and principal, with links to the
 kintone records that asked for it. A dry run is marked as one: its plan is shown as "planned".
-Everything shown comes from records and services, so everything is escaped (a name may hold ``<script>``).
+Everything shown comes from records and services, so everything is escaped (a name may hold ``<script>``)
+and its invisible characters are shown (``<U+200B>``: a name that looks right but is not).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import dataclasses as dc
 import html
 from collections.abc import Iterable
 from typing import Any
+
+from idc_sync.sanitize import visible
 
 MAX_RUNS = 20
 MAX_ROWS = 500  # per table; the rest is counted
@@ -49,6 +52,7 @@ class RunView:
     summary: str
     failed: bool
     tables: dict[str, list[Row]]
+    when: str = ""  # when the artifact was written (the run's end), "" when unknown
 
 
 def _row(op: dict[str, Any], detail: str) -> Row:
@@ -125,6 +129,7 @@ def summarize(artifact: dict[str, Any]) -> RunView:
         summary=str(artifact.get("summary") or "").split("\n", 1)[0],
         failed=bool(artifact.get("failure") or artifact.get("failed_tasks")),
         tables=tables,
+        when=str(artifact.get("written_at") or ""),
     )
 
 
@@ -136,14 +141,19 @@ table{border-collapse:collapse;margin-bottom:.5rem;width:100%} td,th{border:1px 
 padding:.25rem .5rem;text-align:left;font-size:.85rem} th{background:#edf2f7}
 .badge{display:inline-block;padding:.1rem .5rem;border-radius:.6rem;font-size:.75rem;margin-left:.5rem}
 .dry{background:#fefcbf;color:#744210} .failed{background:#fed7d7;color:#822727}
-.summary{color:#4a5568} .empty{color:#718096}
+.summary{color:#4a5568} .empty{color:#718096} .when{color:#718096;font-size:.8rem;margin-left:.5rem}
 """
+
+
+def _esc(text: str) -> str:
+    """Record or service text as HTML: invisible characters shown, then escaped (quotes too)."""
+    return html.escape(visible(text))
 
 
 def _links(records: Iterable[tuple[str, str]], kintone_url: str | None) -> str:
     out = []
     for app, record in records:
-        label = html.escape(f"{app}/{record}")
+        label = _esc(f"{app}/{record}")
         if kintone_url:
             href = html.escape(f"{kintone_url.rstrip('/')}/k/{app}/show#record={record}", quote=True)
             out.append(f'<a href="{href}" target="_blank" rel="noopener">{label}</a>')
@@ -153,7 +163,7 @@ def _links(records: Iterable[tuple[str, str]], kintone_url: str | None) -> str:
 
 
 def _table(rows: list[Row], kintone_url: str | None) -> str:
-    esc = html.escape
+    esc = _esc
     body = [
         f"<tr><td>{esc(r.what)}</td><td>{esc(r.account)}</td><td>{esc(r.permission_set)}</td><td>{esc(r.principal)}</td>"
         f"<td>{esc(r.detail)}</td><td>{_links(r.records, kintone_url)}</td></tr>"
@@ -165,17 +175,18 @@ def _table(rows: list[Row], kintone_url: str | None) -> str:
 
 
 def _run(view: RunView, kintone_url: str | None, airflow_url: str | None) -> str:
-    esc = html.escape
+    esc = _esc
     title = esc(view.run_id)
     if airflow_url:
         from urllib.parse import quote
 
         href = f"{airflow_url.rstrip('/')}/dags/idc_sync/runs/{quote(view.run_id, safe='')}"
-        title = f'<a href="{esc(href, quote=True)}">{title}</a>'
+        title = f'<a href="{html.escape(href, quote=True)}">{title}</a>'
+    when = f'<span class="when">{esc(view.when)}</span>' if view.when else ""
     badges = ('<span class="badge dry">DRY RUN</span>' if view.dry_run else "") + (
         '<span class="badge failed">failed</span>' if view.failed else ""
     )
-    parts = [f"<h2>{title}{badges}</h2>", f'<p class="summary">{esc(view.summary)}</p>']
+    parts = [f"<h2>{title}{badges}{when}</h2>", f'<p class="summary">{esc(view.summary)}</p>']
     shown = [(key, label) for key, label in SECTIONS if view.tables.get(key)]
     if not shown:
         parts.append('<p class="empty">No changes.</p>')

@@ -8,6 +8,7 @@ audit artifacts (bounded: a few days' folders, newest files first) and nothing e
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from typing import Any
@@ -54,9 +55,13 @@ def newest_artifacts(store: AuditStore, max_runs: int = runs_page.MAX_RUNS) -> l
     for path in files[:MAX_FILES]:
         try:
             artifact = json.loads(path.read_text())
+            if not isinstance(artifact, dict):
+                raise ValueError("not an object")
+            written = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
         except (OSError, ValueError) as exc:
             log.warning("runs page: skipped unreadable artifact %s (%s)", path.name, type(exc).__name__)
             continue
+        artifact.setdefault("written_at", f"{written:%Y-%m-%d %H:%M} UTC")
         run_id = str(artifact.get("run_id") or path.stem)
         if run_id not in seen:  # newest first: the run's last try
             seen[run_id] = artifact
@@ -65,14 +70,33 @@ def newest_artifacts(store: AuditStore, max_runs: int = runs_page.MAX_RUNS) -> l
     return list(seen.values())
 
 
+def _summary(artifact: dict[str, Any]) -> runs_page.RunView | None:
+    """The artifact's tables; None (and a log line) when it is JSON but not an artifact's shape."""
+    try:
+        return runs_page.summarize(artifact)
+    except (AttributeError, TypeError, ValueError) as exc:
+        log.warning(
+            "runs page: skipped malformed artifact of run %r (%s)",
+            str(artifact.get("run_id"))[:200],
+            type(exc).__name__,
+        )
+        return None
+
+
 def _kintone_url() -> str | None:
     from idc_sync_airflow import settings
     from idc_sync_airflow.api_server import connection
 
     try:
-        return connection(settings.KINTONE_CONN_ID).host or None
+        conn = connection(settings.KINTONE_CONN_ID)
     except Exception:  # no connection here: the page shows record ids without links
         return None
+    host = (conn.host or "").rstrip("/")
+    if not host:
+        return None
+    if "://" not in host:  # as KintoneHook.base_url reads the connection (a bare host: https)
+        host = f"{conn.schema or 'https'}://{host}"
+    return f"{host}:{conn.port}" if conn.port else host
 
 
 @app.get("/", response_class=HTMLResponse, dependencies=[Depends(can_read_runs)])
@@ -83,7 +107,7 @@ def runs() -> HTMLResponse:
     from idc_sync_airflow.api_server import config
 
     store = settings.state_store(config())
-    views = [runs_page.summarize(a) for a in newest_artifacts(store)]
+    views = [v for v in map(_summary, newest_artifacts(store)) if v is not None]
     page = runs_page.render(
         views, kintone_url=_kintone_url(), airflow_url=conf.get("api", "base_url", fallback=None)
     )

@@ -147,3 +147,38 @@ def test_the_page_needs_a_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     finally:
         runs_page_app.app.dependency_overrides.clear()
     assert page.status_code == 200 and "r1" in page.text and "Created (1)" in page.text
+
+
+def test_invisible_characters_in_names_are_shown() -> None:
+    artifact = _artifact()
+    op = artifact["plan"]["operations"][0]
+    op["principal_name"] = "alice\u200b@example.com"
+    page = runs_page.render([runs_page.summarize(artifact)])
+    assert "\u200b" not in page and "alice&lt;U+200B&gt;@example.com" in page
+
+
+def test_the_app_shows_when_each_run_ended_links_a_bare_kintone_host_and_skips_malformed_artifacts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from idc_sync_airflow import api_server, runs_page_app
+
+    _write(tmp_path, "2026-12-04", "r1.try1.json", _artifact("r1"), 1_796_375_400)  # 2026-12-04 09:10 UTC
+    _write(tmp_path, "2026-12-04", "list.try1.json", "[1, 2]", 1_796_380_300)
+    _write(tmp_path, "2026-12-04", "bad.try1.json", {**_artifact("bad"), "plan": "x"}, 1_796_380_400)
+    monkeypatch.setenv("IDC_SYNC_CONFIG", json.dumps({"audit_path": str(tmp_path)}))
+    conn = SimpleNamespace(host="example.cybozu.com", schema="", port=None)
+    monkeypatch.setattr(api_server, "connection", lambda conn_id: conn)
+    runs_page_app.app.dependency_overrides[runs_page_app.can_read_runs] = lambda: None
+    try:
+        page = TestClient(runs_page_app.app).get("/")
+    finally:
+        runs_page_app.app.dependency_overrides.clear()
+    assert page.status_code == 200
+    assert "2026-12-04 09:10 UTC" in page.text
+    assert 'href="https://example.cybozu.com/k/2/show#record=7"' in page.text
+    assert "skipped unreadable artifact list.try1.json" in caplog.text
+    assert "skipped malformed artifact of run 'bad'" in caplog.text
