@@ -96,6 +96,9 @@ class Soak:
         self.mutations: Counter[str] = Counter()
         self.comment_log: list[tuple[int, int, str, int]] = []  # (app, record, text, run index)
         self.created: set[tuple[str, str, str]] = set()  # (account, permission set, principal) created
+        # grants an "access is live" comment covered: what its record asked for when it was told (a record
+        # edited or deleted later does not take its news back)
+        self.told: set[tuple[str, str, str]] = set()
         self._seen_comments: set[tuple[int, int, int]] = set()  # (app, record, comment id)
         self._seen_calls = 0
 
@@ -281,6 +284,9 @@ class Soak:
                         self._seen_comments.add((app.id, record, c.id))
                         text = c.text.split(" \n", 1)[1] if c.mentions else c.text
                         self.comment_log.append((app.id, record, text, index))
+                        if app.id == self._asg() and "awsapps.com/start/#/console" in text:
+                            asked = self.oracle.by_record.get(record, set())
+                            self.told |= {(a, ps, p) for a, ps, _t, p in asked}
 
 
 def test_soak_converges_under_faults_with_nothing_deleted_lost_or_said_twice(
@@ -328,19 +334,9 @@ def test_soak_converges_under_faults_with_nothing_deleted_lost_or_said_twice(
     }
     dupes = _duplicates(soak, changed_before)
     # every access that went live was told on a record asking for it (with its portal shortcut link)
-    told = {record for app, record, text, _ in soak.comment_log if "awsapps.com/start/#/console" in text}
-    asg = int(harness.app_id("assignments"))
-    told_asg = {record for app, record, text, _ in soak.comment_log if app == asg and record in told}
     live = {(a, ps, p) for a, ps, t, p in final} & soak.created
-    untold = sorted(
-        g
-        for g in live
-        if not any(
-            (g[0], g[1], t, g[2]) in soak.oracle.by_record.get(rid, ())
-            for rid in told_asg
-            for t in ("USER", "GROUP")
-        )
-    )
+    untold = sorted(live - soak.told)
+    told = soak.told
     slack = json.dumps(harness.slack(), ensure_ascii=False)
     invisible = [run_id for run_id in soak.failed_runs if run_id not in slack]
     figures = {
