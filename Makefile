@@ -13,7 +13,7 @@ help:
 	@echo "make demo-up   same, then keep Airflow + sandbox running for the UI"
 	@echo "make test      lint, type-check and the whole test suite"
 	@echo "make sandbox   run the sandbox alone on 127.0.0.1:$(SANDBOX_PORT)"
-	@echo "make soak      100 runs of the DAG under faults and record churn (~25 min); figures in benchmarks/soak-report.json"
+	@echo "make soak      100 runs of the DAG under faults and record churn, then 20 on the Celery stack with a worker killed (~45 min); figures in benchmarks/soak-report.json and soak-celery-report.json"
 	@echo "make bench     benchmark the DAG on the sandbox at real limits, sizes M then L (long; JSON in benchmarks/)"
 
 $(BIN)/.installed: requirements.txt requirements-sandbox.txt requirements-dev.txt pyproject.toml
@@ -73,14 +73,22 @@ bench: venv
 	if [ "$(BENCH_O15)" = 1 ] && [[ " $(BENCH_SIZES) " == *" L "* ]]; then \
 		$(BIN)/python scripts/bench.py --size L --outstanding 15 --scenarios cold; fi
 
-# The long soak (make test runs the same test with 6 runs). SOAK_RUNS / SOAK_SEED to vary it.
+# The long soaks (make test runs the same tests with 6 and 4 runs): 100 runs through dag.test with a task
+# process killed, then 20 runs on the Celery stack (scheduler + two workers) with a worker killed.
+# SOAK_RUNS / CELERY_SOAK_RUNS / SOAK_SEED to vary them.
 SOAK_RUNS ?= 100
+CELERY_SOAK_RUNS ?= 20
 SOAK_SEED ?= 20261204
 soak: venv
 	IDC_SYNC_SOAK_RUNS=$(SOAK_RUNS) IDC_SYNC_SOAK_SEED=$(SOAK_SEED) IDC_SYNC_SOAK_REPORT=$(CURDIR)/benchmarks/soak-report.json \
 		$(BIN)/pytest -q -s --timeout=0 tests/integration/test_soak.py > benchmarks/soak.log 2>&1 \
 		|| { tail -60 benchmarks/soak.log; exit 1; }
 	cat benchmarks/soak-report.json
+	IDC_SYNC_CELERY_SOAK_RUNS=$(CELERY_SOAK_RUNS) IDC_SYNC_SOAK_SEED=$(SOAK_SEED) \
+		IDC_SYNC_CELERY_SOAK_REPORT=$(CURDIR)/benchmarks/soak-celery-report.json \
+		$(BIN)/pytest -q -s --timeout=0 tests/integration/test_soak_celery.py > benchmarks/soak-celery.log 2>&1 \
+		|| { tail -60 benchmarks/soak-celery.log; exit 1; }
+	cat benchmarks/soak-celery-report.json
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

@@ -29,18 +29,20 @@ FAULT_KINDS = (
     "latency",  # adds latency_ms before answering
     "db_lock",  # kintone GAIA_DA02 (520)
     "short_read",  # kintone cursor page silently drops its last record (fewer records than totalCount)
+    "garbled",  # AWS answers 200 with its body cut in half (a broken proxy; a write has still happened);
+    # Slack answers 200 with a proxy's HTML page (the message never reached Slack)
 )
 _AWS_KINDS = ("throttle", "conflict", "error5xx", "access_denied", "outage", "latency")
 # The kinds each service's handlers can produce: a rule of another kind would be accepted and never fire.
 SERVICE_FAULT_KINDS: dict[str, tuple[str, ...]] = {
-    "sso-admin": (*_AWS_KINDS, "async_failed"),
-    "identitystore": _AWS_KINDS,
-    "organizations": _AWS_KINDS,
+    "sso-admin": (*_AWS_KINDS, "async_failed", "garbled"),
+    "identitystore": (*_AWS_KINDS, "garbled"),
+    "organizations": (*_AWS_KINDS, "garbled"),
     "iam": _AWS_KINDS,
     "accessanalyzer": _AWS_KINDS,
     "kintone": ("throttle", "error5xx", "outage", "latency", "db_lock", "short_read"),
     "graph": ("throttle", "error5xx", "access_denied", "outage", "latency"),
-    "slack": ("throttle", "error5xx", "outage", "latency"),
+    "slack": ("throttle", "error5xx", "outage", "latency", "garbled"),
 }
 
 

@@ -105,7 +105,10 @@ async def _dispatch_json(sandbox: Sandbox, request: Request, target: str) -> Res
         sandbox.calls.record(module.SERVICE, operation, params, err.status, err.code)
         return _json_error(err)
     sandbox.calls.record(module.SERVICE, operation, params, 200, None)
-    return Response(json.dumps(result, default=_json_default), media_type="application/x-amz-json-1.1")
+    body = json.dumps(result, default=_json_default)
+    if sandbox.faults.take(module.SERVICE, operation, ("garbled",)):
+        body = body[: len(body) // 2]  # the operation took place; its answer is lost on the way
+    return Response(body, media_type="application/x-amz-json-1.1")
 
 
 def _json_default(value: Any) -> Any:

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from idc_sandbox.core import Sandbox
@@ -48,6 +48,9 @@ async def webhook(request: Request) -> Response:
         return PlainTextResponse("rate_limited", status_code=429, headers={"Retry-After": "1"})
     if faults.take(SERVICE, path, ("error5xx",)):
         return answer(500, "internal_error")
+    if faults.take(SERVICE, path, ("garbled",)):  # a proxy's page; Slack never saw the message
+        sandbox.calls.record(SERVICE, operation, {"id": path}, 200, "garbled")
+        return HTMLResponse("<html><body>Access to this site is blocked</body></html>")
     with sandbox.lock:
         hooks = sandbox.world.slack.webhooks
         if hooks and path not in hooks:

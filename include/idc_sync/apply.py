@@ -60,7 +60,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -70,6 +70,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from idc_sync.aws_clients import error_code, error_text, snake_case
+from idc_sync.aws_responses import guard_pages
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
     RECORD_ID_TAG,
@@ -780,15 +781,20 @@ class _Applier:
             raise
 
     def paginate(self, ctx: _Ctx, operation: str, key: str, **params: Any) -> list[Any]:
+        def pages() -> Iterator[dict[str, Any]]:
+            token: str | None = None
+            while True:
+                extra: dict[str, Any] = {"NextToken": token} if token else {}
+                page = self.call(ctx, operation, **params, **extra)
+                yield page
+                token = page.get("NextToken")
+                if not token:
+                    return
+
         out: list[Any] = []
-        token: str | None = None
-        while True:
-            extra: dict[str, Any] = {"NextToken": token} if token else {}
-            page = self.call(ctx, operation, **params, **extra)
-            out.extend(page.get(key, []))
-            token = page.get("NextToken")
-            if not token:
-                return out
+        for page in guard_pages(pages(), "sso-admin", operation, items_key=key):
+            out.extend(page.get(key) or [])
+        return out
 
     # ------------------------------------------------------------------ async requests
     def await_status(

@@ -30,8 +30,10 @@ JOURNAL_STATE = "state/apply_journal.json"
 class ApplyJournal(BaseModel):
     run_id: str = ""
     started: dict[str, str] = Field(default_factory=dict)  # op key -> "account|arn", not yet in the cache
-    # Creations this run started whose "your access is live" its own notify still owes; emptied when the
-    # apply ends (notify tells them). A killed run leaves them to the next run (:func:`owed_news`).
+    # Creations this run started whose "your access is live" its own notify still owes; emptied by that
+    # notify once it has told them (:func:`news_told`). A run killed before (its process, its worker, or
+    # a task runner orphaned by a dead worker that finished the apply alone) leaves them to a retry of
+    # its apply (:func:`made_by_earlier_try`) or else to the next run (:func:`owed_news`).
     announce: dict[str, AssignmentOp] = Field(default_factory=dict)
 
 
@@ -67,6 +69,22 @@ def owed_news(journal: ApplyJournal, run_id: str, observed: ObservedState) -> li
     ]
 
 
+def made_by_earlier_try(
+    earlier_news: dict[str, AssignmentOp], results: Iterable[OpResult]
+) -> list[AssignmentOp]:
+    """Creations an earlier, killed try of this run's apply started that this try found already in place:
+    the earlier try made them, so this run's records are told that the access is live (the run's
+    counts still say "already in place", which is what this try saw)."""
+    return [earlier_news[r.key] for r in results if r.status == "already_in_place" and r.key in earlier_news]
+
+
+def news_told(journal: ApplyJournal | None, run_id: str) -> ApplyJournal | None:
+    """The journal once ``run_id``'s notify has told its access news (None: nothing to change)."""
+    if journal is None or journal.run_id != run_id or not journal.announce:
+        return None
+    return journal.model_copy(update={"announce": {}})
+
+
 def forget_rereads(cache: ObservedCache, journal: ApplyJournal, run_id: str) -> int:
     """Marks what :func:`pairs_to_reread` names as unread in ``cache``; returns how many pairs."""
     pairs, arns = pairs_to_reread(journal, run_id)
@@ -88,8 +106,16 @@ class JournalWriter:
         checkpoint_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         log: logging.Logger | None = None,
+        earlier: ApplyJournal | None = None,
     ) -> None:
         self.journal = ApplyJournal(run_id=run_id)
+        # A retry of this run's apply (its worker or process died) continues the earlier try's journal:
+        # what that try started is still unknown, and the creations it made are still this run's news.
+        self.earlier_news: dict[str, AssignmentOp] = {}
+        if earlier is not None and earlier.run_id == run_id:
+            self.journal.started = dict(earlier.started)
+            self.journal.announce = dict(earlier.announce)
+            self.earlier_news = dict(earlier.announce)
         self.plan = plan
         self._save_journal, self._load_cache, self._save_cache = save_journal, load_cache, save_cache
         self.checkpoint_seconds = checkpoint_seconds
@@ -115,13 +141,15 @@ class JournalWriter:
             if self.clock() - self._last >= self.checkpoint_seconds:
                 self._checkpoint()
 
-    def close(self, results: Iterable[OpResult]) -> None:
+    def close(self, results: Iterable[OpResult]) -> list[AssignmentOp]:
         """The apply ended: every result goes into the cache; the journal keeps only what did not end
-        in a known state (a failed request may still have changed its pair)."""
+        in a known state (a failed request may still have changed its pair). Returns the creations an
+        earlier try of this run made that this try found in place (:func:`made_by_earlier_try`)."""
         with self._lock:
             self._pending = list(results)
-            self.journal.announce = {}  # this run's notify tells them
-            self._checkpoint()
+            owed = made_by_earlier_try(self.earlier_news, self._pending)
+            self._checkpoint()  # ``announce`` stays until this run's notify has told it
+            return owed
 
     def _checkpoint(self) -> None:
         self._last = self.clock()

@@ -24,6 +24,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from idc_sync.aws_responses import check_answers
+
 DEFAULT_RETRIES: dict[str, Any] = {"mode": "standard", "max_attempts": 8}
 
 # Client-side pacing in requests/s per client (a little under the documented per-family quotas, which
@@ -164,5 +166,6 @@ class IdcClients:
                 kwargs["endpoint_url"] = endpoint_url
             client = session.client(service, **kwargs)
             _pace(client, rates.get(attr))
+            check_answers(client)
             built[attr] = client
         return cls(**built)

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from idc_sync.sanitize import slack_escape
+from idc_sync.sanitize import slack_escape, visible
 
 OUTBOX_STATE = "state/slack_outbox.json"
 MAX_PENDING = 50
@@ -64,6 +64,18 @@ def late_payload(message: PendingMessage, *, dropped: int = 0) -> dict[str, Any]
     head = {"type": "context", "elements": [{"type": "mrkdwn", "text": f":hourglass: {slack_escape(mark)}"}]}
     payload["blocks"] = [head, *(payload.get("blocks") or [])][:50]  # Slack: at most 50 blocks
     return payload
+
+
+def webhook_refusal(status: int, body: str) -> str | None:
+    """Why a Slack incoming webhook's answer is not a delivery, or None when it is one.
+
+    Slack answers exactly ``ok`` with 200 when it took the message and an error word with a 4xx/5xx
+    otherwise. A 200 with anything else (a proxy's or captive portal's HTML page, an empty body) did not
+    reach Slack: counting it as delivered would lose the message, so it stays in the outbox."""
+    if status == 200 and body.strip() == "ok":
+        return None
+    shown = visible(body.strip(), 80) or "an empty body"
+    return f"Slack's webhook answered HTTP {status} with {shown!r} instead of 'ok'"
 
 
 def deliver(

@@ -51,6 +51,7 @@ from botocore.exceptions import ClientError
 
 from idc_sync import idc_fields
 from idc_sync.aws_clients import IdcClients, error_code, snake_case
+from idc_sync.aws_responses import guard_pages
 from idc_sync.config import SyncConfig
 from idc_sync.model import (
     Account,
@@ -78,8 +79,12 @@ class SnapshotError(RuntimeError):
 
 
 def paginate(client: Any, operation: str, result_key: str, **params: Any) -> Iterator[Any]:
-    """Items of every page (empty pages with a NextToken are followed by botocore's paginator)."""
-    for page in client.get_paginator(operation).paginate(**params):
+    """Items of every page (empty pages with a NextToken are followed by botocore's paginator; a service
+    that loops is stopped by :func:`aws_responses.guard_pages`)."""
+    service = client.meta.service_model.service_id.hyphenize()
+    api_name = client.meta.method_to_api_mapping.get(operation, operation)
+    pages = client.get_paginator(operation).paginate(**params)
+    for page in guard_pages(pages, service, api_name, items_key=result_key):
         yield from page.get(result_key, []) or []
 
 

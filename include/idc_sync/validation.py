@@ -37,6 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from idc_sync import idc_fields, safe_json
 from idc_sync.aws_clients import error_code, error_text
+from idc_sync.aws_responses import guard_pages
 from idc_sync.config import SyncConfig
 from idc_sync.isolation import run_isolated
 from idc_sync.model import (
@@ -811,17 +812,25 @@ class _AwsChecks:
     def validate_policy(self, text: str) -> list[dict[str, Any]]:
         """Access Analyzer findings for an identity policy (paginated; at most MAX_ANALYZER_FINDINGS: more
         would only be counted and dropped). Raises on failure."""
-        findings: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
+
+        def pages() -> Iterator[dict[str, Any]]:
             params: dict[str, Any] = {"policyDocument": text, "policyType": "IDENTITY_POLICY", "locale": "EN"}
-            if token:
-                params["nextToken"] = token
-            page = self.clients.accessanalyzer.validate_policy(**params)
-            findings.extend(page.get("findings", []))
-            token = page.get("nextToken")
-            if not token or len(findings) >= MAX_ANALYZER_FINDINGS:
-                return findings[:MAX_ANALYZER_FINDINGS]
+            while True:
+                page: dict[str, Any] = self.clients.accessanalyzer.validate_policy(**params)
+                yield page
+                if not page.get("nextToken"):
+                    return
+                params["nextToken"] = page["nextToken"]
+
+        findings: list[dict[str, Any]] = []
+        guarded = guard_pages(
+            pages(), "accessanalyzer", "ValidatePolicy", token_key="nextToken", items_key="findings"
+        )
+        for page in guarded:
+            findings.extend(page.get("findings") or [])
+            if len(findings) >= MAX_ANALYZER_FINDINGS:
+                break
+        return findings[:MAX_ANALYZER_FINDINGS]
 
 
 def _finding_problem(spec: PermissionSetSpec, finding: dict[str, Any], out: _Problems) -> None:

@@ -25,7 +25,11 @@ def _sender() -> Any:
     hook = SlackWebhookHook(slack_webhook_conn_id=settings.SLACK_CONN_ID)
 
     def send(payload: dict[str, Any]) -> None:
-        hook.send(text=payload.get("text", ""), blocks=payload.get("blocks"))
+        # the hook raises on a status >= 300 only; a 200 that is not Slack's "ok" was not delivered either
+        response = hook.send(text=payload.get("text", ""), blocks=payload.get("blocks"))
+        refusal = outbox.webhook_refusal(response.status_code, response.body or "")
+        if refusal:
+            raise RuntimeError(refusal)
 
     return send
 

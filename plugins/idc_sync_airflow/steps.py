@@ -262,8 +262,9 @@ def _reread_interrupted(store: AuditStore, cache: Any) -> Any:
 
 
 def _journal_writer(config: SyncConfig, plan: Plan) -> Any:
-    """Apply's write-ahead journal and cache checkpoints (``idc_sync.apply_journal.JournalWriter``)."""
-    from idc_sync.apply_journal import JOURNAL_STATE, JournalWriter
+    """Apply's write-ahead journal and cache checkpoints (``idc_sync.apply_journal.JournalWriter``); a
+    retry of this run's apply continues the journal its earlier try left."""
+    from idc_sync.apply_journal import JOURNAL_STATE, ApplyJournal, JournalWriter
 
     store = settings.state_store(config)
     return JournalWriter(
@@ -274,6 +275,9 @@ def _journal_writer(config: SyncConfig, plan: Plan) -> Any:
         save_cache=lambda cache: _save_state(store, OBSERVED_CACHE_STATE, cache),
         checkpoint_seconds=config.apply_checkpoint_seconds,
         log=log,
+        earlier=_load_state(
+            store, JOURNAL_STATE, ApplyJournal, "an earlier try's creations are not announced"
+        ),
     )
 
 
@@ -720,8 +724,11 @@ def apply_assignments(
         options=ApplyOptions(confirm_creates=retry, on_start=journal.on_start, on_result=journal.on_result),
     )
     _log_results("assignment", results)
-    journal.close(results)  # the observed-state cache learns what was applied
+    owed = journal.close(results)  # the observed-state cache learns what was applied
+    if owed:
+        log.info("%d assignment(s) made by an earlier try of this run: their records are told", len(owed))
     return {
+        "owed_news": [op.model_dump(mode="json") for op in owed],
         "results": _put(config, OpResults(results), "results"),  # 50,000 in a cold sync: by reference
         "withheld": bool(withheld),
         "skipped": [s.model_dump(mode="json") for s in withheld],
@@ -829,6 +836,8 @@ def notify() -> dict[str, Any]:
         _remember_applied(store, facts.plan, facts.results)
     comments_sent = _deliver_comments(store, config, facts, outcome)
     if not facts.dry_run:
+        _journal_news_told(store, dag_run.run_id)
+    if not facts.dry_run:
         _answer_sync_requests(store, config, facts, outcome, started=dag_run.start_date)
     scim_alert = None if facts.dry_run else _scim_alert(store, facts.scim, dag_run.run_id)
     slack_sent = _deliver_slack(store, facts, outcome)
@@ -887,9 +896,21 @@ def _run_facts(ctx: Any, config: SyncConfig, store: AuditStore) -> Any:
         access_told=access_news.already_told(store.read_state(access_news.STATE), dag_run.run_id),
         owed_news=[
             AssignmentOp.model_validate(op)
-            for op in (pull(task_ids="observe_idc", key=OBSERVE_SUMMARY_XCOM) or {}).get("owed_news", [])
+            for op in [
+                *(pull(task_ids="observe_idc", key=OBSERVE_SUMMARY_XCOM) or {}).get("owed_news", []),
+                *asg_out.get("owed_news", []),
+            ]
         ],
     )
+
+
+def _journal_news_told(store: AuditStore, run_id: str) -> None:
+    """This run's access news is told: the apply journal stops owing it (``apply_journal.news_told``)."""
+    from idc_sync.apply_journal import JOURNAL_STATE, ApplyJournal, news_told
+
+    journal = _load_state(store, JOURNAL_STATE, ApplyJournal, "the next run may tell this run's news again")
+    if (settled := news_told(journal, run_id)) is not None:
+        _save_state(store, JOURNAL_STATE, settled)
 
 
 def _deliver_comments(store: AuditStore, config: SyncConfig, facts: Any, outcome: Any) -> int:

@@ -7,54 +7,16 @@ names the service (never a half-read that looks complete, never a hang, never a 
 from __future__ import annotations
 
 import json
-import threading
+import logging
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from idc_sync.kintone_client import KintoneClient, KintoneError
+from tests.component.hostile_server import Answer, HostileServer
 
 TOKEN = "hostile-test-token-SECRET"
-Answer = tuple[int, dict[str, str], bytes]
-
-
-class HostileServer:
-    """Answers ``METHOD path`` with what ``routes`` says (a function of the request count)."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Callable[[int], Answer]] = {}
-        self.counts: dict[str, int] = {}
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                key = f"{self.command} {self.path.split('?')[0]}"
-                n = server.counts.get(key, 0)
-                server.counts[key] = n + 1
-                status, headers, body = server.routes.get(key, lambda _n: (404, {}, b"{}"))(n)
-                self.send_response(status)
-                for k, v in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_DELETE = _answer
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
 
 
 @pytest.fixture
@@ -165,3 +127,55 @@ def test_a_hostile_graph_answer_is_an_unhealthy_verdict_with_its_reason(
     assert verdict.reason and GRAPH_SECRET not in verdict.reason and len(verdict.reason) < 2_000
     assert sum(slept) <= 4 * 30  # Retry-After is capped: a hostile server cannot park the sensor
     assert server.counts.get(f"GET {JOBS}", 0) <= 4
+
+
+# ---------------------------------------------------------------------------------------------- Slack
+SLACK_PATH = "/services/T0/B0/hostile-SECRET"
+SLACK_ANSWERS: list[tuple[str, Callable[[int], Answer]]] = [
+    ("a proxy's HTML page with 200", _raw(200, b"<html><body>Access blocked</body></html>", "text/html")),
+    ("an empty body with 200", _raw(200, b"", "text/plain")),
+    ("an error word with 200", _raw(200, b"invalid_payload", "text/plain")),
+    ("a huge body with 200", _raw(200, b"x" * 5_000_000, "text/plain")),
+    ("a 500 with an HTML page", _raw(500, b"<html>oops</html>", "text/html")),
+]
+
+
+@pytest.mark.parametrize(("kind", "answer"), SLACK_ANSWERS, ids=[k for k, _ in SLACK_ANSWERS])
+def test_a_slack_answer_that_is_not_ok_keeps_the_message_for_later(
+    server: HostileServer,
+    kind: str,
+    answer: Callable[[int], Answer],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    """Through the real SlackWebhookHook: only Slack's own ``ok`` is a delivery; anything else keeps the
+    message in the outbox (delivered late by a later run) and logs why, without the webhook's secret."""
+    from idc_sync import outbox
+    from idc_sync.audit import AuditStore
+    from idc_sync_airflow.slack_outbox import deliver_slack
+
+    conn = json.dumps({"conn_type": "slackwebhook", "password": server.url + SLACK_PATH})
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_IDC_SYNC", conn)
+    server.routes[f"POST {SLACK_PATH}"] = answer
+    store = AuditStore(str(tmp_path))
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("idc_sync_airflow.slack_outbox")  # Airflow's logging may stop propagation
+    logger.addHandler(handler)
+    try:
+        delivered = deliver_slack({"text": "run summary"}, kind="summary", run_id="r1", store=store)
+    finally:
+        logger.removeHandler(handler)
+
+    assert delivered is False
+    pending = outbox.load(store.read_state(outbox.OUTBOX_STATE)).pending
+    assert [(m.run_id, m.payload["text"]) for m in pending] == [("r1", "run summary")]
+    logged = "\n".join(r.getMessage() for r in records)
+    assert "could not post to Slack" in logged and "hostile-SECRET" not in logged
+    assert len(logged) < 2_000  # a huge answer is not copied into the log
+
+    server.routes[f"POST {SLACK_PATH}"] = _raw(200, b"ok", "text/plain")
+    assert deliver_slack(None, kind="summary", run_id="r2", store=store) is None
+    assert outbox.load(store.read_state(outbox.OUTBOX_STATE)).pending == []

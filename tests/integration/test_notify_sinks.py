@@ -4,10 +4,11 @@ cause, is never lost, counts what really happened and cannot be abused by record
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 import pytest
-from demo_grants import LEGACY, SEEDED, WANTED
+from demo_grants import BY_RECORD, LEGACY, SEEDED, WANTED
 
 from idc_sandbox import kintone as kintone_sandbox
 from idc_sandbox.core import FaultRule
@@ -109,6 +110,12 @@ def test_hostile_record_text_is_escaped_in_slack_comment_and_log(harness: Any, c
     assert not [r.getMessage() for r in project if "\x1b" in r.getMessage() or "\x07" in r.getMessage()]
 
 
+def _access_news(harness: Any) -> Counter[tuple[int, int]]:
+    """(app, record) -> how many comments told it that access is live (alone or after its problems)."""
+    headers = ("アクセス権を AWS IAM Identity Center に反映しました。", "Your access is live")
+    return Counter((a, r) for a, r, t, _ in harness.comments() if any(h in t for h in headers))
+
+
 def test_retried_apply_reports_already_in_place_not_succeeded(harness: Any, monkeypatch: Any) -> None:
     """The first try of apply_assignments applies everything, then its process dies (an exception after
     the apply); the retry finds the work done and the summary says so instead of "N succeeded"."""
@@ -137,3 +144,11 @@ def test_retried_apply_reports_already_in_place_not_succeeded(harness: Any, monk
     )
     assert f"already in place {audit['outcome']['already_in_place']}" in audit["summary"]
     assert audit["outcome"]["applied"] == sum(r["status"] == "succeeded" for r in audit["results"])
+    # ...and yet the first try made that access: every record whose grants went live is told so, once
+    # (found by the Celery soak: a retry overwrote the first try's journal and nobody was told)
+    told = _access_news(harness)
+    granted_records = {(2, rec) for rec, gs in BY_RECORD.items() if gs & (WANTED - SEEDED)}
+    assert granted_records and granted_records <= set(told), sorted(granted_records - set(told))
+    assert max(told.values()) == 1
+    harness.run()
+    assert _access_news(harness) == told, "told once"

@@ -675,6 +675,71 @@ def test_short_incremental_kintone_read_never_looks_like_deleted_records(harness
     assert harness.assignments() == before
 
 
+def test_garbled_aws_reads_never_look_like_missing_access(harness):
+    """A proxy that cuts IdC's and Organizations' answers in half (200, half a JSON body): botocore alone
+    reads that as an empty page — no assignments, an empty OU — and a plan would delete the access.
+    The run instead fails at its first garbled read, naming it, and changes nothing."""
+    assert _state(harness.run(allow_mass_delete=True)) == "success"
+    before = harness.assignments()
+    harness.sandbox.calls.clear()
+    for service, operation in [
+        ("sso-admin", "ListAccountAssignments"),
+        ("sso-admin", "ListPermissionSets"),
+        ("organizations", "ListAccountsForParent"),
+        ("organizations", "ListAccounts"),
+    ]:
+        harness.sandbox.faults.add(FaultRule(service=service, kind="garbled", operation=operation))
+
+    run = harness.run(full_resync=True)  # a full read: every one of those operations is called
+
+    assert _state(run) == "failed"
+    assert [c for c in harness.writes() if c.operation.startswith("Delete")] == []
+    assert harness.assignments() == before
+    garbled = [
+        c
+        for c in harness.sandbox.calls.calls()
+        if c.status == 200
+        and c.operation
+        in ("ListAccountAssignments", "ListPermissionSets", "ListAccountsForParent", "ListAccounts")
+    ]
+    assert garbled, "the run read through the garbling proxy"
+    failed = _slack_text(harness.slack()[-1])  # the failed run's message names the garbled read
+    assert "MalformedResponse" in failed and "answered HTTP 200 badly" in failed, failed
+    assert "nothing was changed in AWS" in failed, failed
+
+
+def test_a_garbled_answer_to_a_write_is_retried_and_the_access_announced(harness):
+    """The create happened but its answer was lost: the retry finds it in place; the run succeeds and
+    the requester hears that the access is live once."""
+    assert _state(harness.run(allow_mass_delete=True)) == "success"
+    record_id = kintone_sandbox.add_record(
+        harness.sandbox,
+        2,
+        {
+            "principal_type": "USER",
+            "users": ["frank@example.com"],
+            "targets": "444444444444",
+            "permission_set": "Developer",
+        },
+        user_code="frank@example.com",
+    )
+    harness.sandbox.faults.add(
+        FaultRule(service="sso-admin", kind="garbled", operation="CreateAccountAssignment", count=1)
+    )
+
+    run = harness.run()
+
+    assert _state(run) == "success"
+    assert ("444444444444", "Developer", "USER", "frank@example.com") in harness.assignments()
+    live = [t for a, r, t, _ in harness.comments() if (a, r) == (2, record_id) and "444444444444" in t]
+    assert len(live) == 1, harness.comments()
+    assert _state(harness.run()) == "success"
+    assert [c for c in harness.writes() if c.operation == "CreateAccountAssignment"] != []
+    harness.sandbox.calls.clear()
+    assert _state(harness.run()) == "success"
+    assert harness.writes() == []
+
+
 def test_empty_assignments_app_is_a_guard_breach_and_deletes_nothing(harness):
     app = harness.sandbox.world.kintone.apps[2]
     for record_id in list(app.records):

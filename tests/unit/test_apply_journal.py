@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from idc_sync.access_news import access_comments, including_owed
-from idc_sync.apply_journal import ApplyJournal, JournalWriter, owed_news
+from idc_sync.apply_journal import ApplyJournal, JournalWriter, news_told, owed_news
 from idc_sync.model import AssignmentOp, OpKind, OpResult, Plan, RecordRef, op_key
 from tests.unit.builders import A1, A2, A3, held, observed, ps_arn, state
 
@@ -62,8 +62,11 @@ def test_a_run_that_ends_its_apply_tells_its_own_news_and_leaves_none() -> None:
     writer = _writer(saved, Plan(operations=[made]))
     writer.on_start(made, f"{A3}|{ps_arn(1)}")
     writer.close([OpResult(key=made.key, kind=made.kind, status="succeeded")])
-    assert saved[-1].announce == {}
-    assert owed_news(saved[-1], "next", observed([state("Dev", 1)], [held(A3)])) == []
+    assert list(saved[-1].announce) == [made.key]  # owed until this run's notify has told it
+    told = news_told(saved[-1], "killed")
+    assert told is not None and told.announce == {}
+    assert owed_news(told, "next", observed([state("Dev", 1)], [held(A3)])) == []
+    assert news_told(told, "killed") is None and news_told(saved[-1], "other run") is None
 
 
 def test_owed_news_is_not_repeated_when_this_run_made_it_itself() -> None:
@@ -78,3 +81,61 @@ def test_owed_news_is_not_repeated_when_this_run_made_it_itself() -> None:
     )
     assert len(plan.operations) == 1
     assert len(access_comments(plan, results, language="en", live_records={REC.key})) == 1
+
+
+def test_a_retry_of_the_same_run_continues_the_killed_tries_journal_and_tells_its_creations() -> None:
+    """The worker running apply died after sending A1's and A2's creations; the retry (same run) finds A1
+    in place and creates A2 itself: both records hear the news, A1's although this try did not make it.
+    The same holds when the dead worker's orphaned task runner finished the apply alone (its journal is
+    closed, its news still owed)."""
+    made, landed_later, untouched = create(A1), create(A2, "bob", "u-bob"), create(A3, "carol", "u-carol")
+    plan = Plan(operations=[made, landed_later, untouched])
+    saved: list[ApplyJournal] = []
+    first = _writer(saved, plan, run_id="r1")
+    first.on_start(made, f"{A1}|{ps_arn(1)}")
+    first.on_start(landed_later, f"{A2}|{ps_arn(1)}")
+    left = ApplyJournal.model_validate_json(saved[-1].model_dump_json())
+
+    retry = JournalWriter(
+        "r1",
+        plan,
+        save_journal=lambda j: saved.append(j.model_copy(deep=True)),
+        load_cache=lambda: None,
+        save_cache=lambda _c: None,
+        earlier=left,
+    )
+    assert set(retry.journal.started) == {made.key, landed_later.key}  # still unknown until this try ends
+    retry.on_start(untouched, f"{A3}|{ps_arn(1)}")
+    owed = retry.close(
+        [
+            OpResult(key=made.key, kind=made.kind, status="already_in_place"),
+            OpResult(key=landed_later.key, kind=landed_later.kind, status="succeeded"),
+            OpResult(key=untouched.key, kind=untouched.kind, status="failed"),
+        ]
+    )
+    assert [op.key for op in owed] == [made.key]  # A2 this try made itself; A3 is not live
+    assert set(saved[-1].started) == {untouched.key}  # a failed request may still have changed its pair
+
+    orphan = _writer([], plan, run_id="r1")
+    orphan.on_start(made, f"{A1}|{ps_arn(1)}")
+    orphan.close([OpResult(key=made.key, kind=made.kind, status="succeeded")])  # its results are lost
+    after_orphan = JournalWriter(
+        "r1",
+        plan,
+        save_journal=lambda _j: None,
+        load_cache=lambda: None,
+        save_cache=lambda _c: None,
+        earlier=orphan.journal,
+    )
+    assert after_orphan.close([OpResult(key=made.key, kind=made.kind, status="already_in_place")]) == [made]
+
+    # another run's journal is not continued: its news is the next run's observe's to tell
+    other = JournalWriter(
+        "r2",
+        plan,
+        save_journal=lambda _j: None,
+        load_cache=lambda: None,
+        save_cache=lambda _c: None,
+        earlier=left,
+    )
+    assert other.journal.started == {} and other.close([]) == []
