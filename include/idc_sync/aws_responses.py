@@ -14,6 +14,9 @@ an error inside" (``handlers._handle_200_error``): rewrite the status in ``befor
 HTTP response in ``needs-retry``, and botocore's retry policy then retries it like any 5xx and, when the
 attempts run out, raises a ``ClientError`` every caller already handles.
 
+A flood of bad answers spends botocore's per-client retry quota like any 5xx flood does; calls then fail
+fast with the same error instead of retrying.
+
 Pages are bounded too (:func:`guard_pages`): a NextToken seen before, a run of empty pages or more pages
 than any real organization needs ends the read with the same error instead of looping forever.
 """

@@ -109,7 +109,7 @@ from idc_sync.policy import canonical_policy, managed_policy_name
 from idc_sync.problems import Code
 
 DRIFT_REPORT = reason_text(Cause.DRIFT_REPORTED)  # "drift (report mode)"
-PRINCIPAL_PENDING = "principal_pending"
+PRINCIPAL_PENDING = "principal not in IAM Identity Center yet: waits for provisioning from Entra ID (SCIM)"
 LOG = logging.getLogger(__name__)
 # Why nothing of a managed permission set provisioned to the management account is planned (a skip reason).
 MANAGEMENT_PROVISIONED = "provisioned to the management account"
