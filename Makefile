@@ -13,7 +13,7 @@ help:
 	@echo "make demo-up   same, then keep Airflow + sandbox running for the UI"
 	@echo "make test      lint, type-check and the whole test suite"
 	@echo "make sandbox   run the sandbox alone on 127.0.0.1:$(SANDBOX_PORT)"
-	@echo "make soak      100 runs of the DAG under faults and record churn, then 20 on the Celery stack with a worker killed (~45 min); figures in benchmarks/soak-report.json and soak-celery-report.json"
+	@echo "make soak      100 runs of the DAG under faults and record churn, then 20 on the Celery stack with a worker killed (~30 min); figures in benchmarks/soak-report.json and soak-celery-report.json"
 	@echo "make bench     benchmark the DAG on the sandbox at real limits, sizes M then L (long; JSON in benchmarks/)"
 
 $(BIN)/.installed: requirements.txt requirements-sandbox.txt requirements-dev.txt pyproject.toml
