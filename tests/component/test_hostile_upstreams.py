@@ -65,6 +65,10 @@ KINTONE_PAGES: list[tuple[str, Callable[[int], Answer]]] = [
     ),
     ("fewer records than totalCount", _json(200, {"records": [_record(1)], "next": False})),
     (
+        "a huge page: 20,000 records where 500 were asked and 3 announced",
+        _json(200, {"records": [_record(i) for i in range(20_000)], "next": False}),
+    ),
+    (
         "an error that echoes the token",
         _json(400, {"code": "CB_IJ01", "id": "x", "message": f"bad token {TOKEN}"}),
     ),
@@ -107,6 +111,11 @@ GRAPH: list[tuple[str, Callable[[int], Answer], Callable[[int], Answer]]] = [
     ("jobs hold strings", GOOD_TOKEN, _json(200, {"value": ["job"]})),
     ("job status of the wrong type", GOOD_TOKEN, _json(200, {"value": [{"id": "j", "status": "broken"}]})),
     ("429 forever with a huge Retry-After", GOOD_TOKEN, lambda _n: (429, {"Retry-After": "999999"}, b"{}")),
+    (
+        "jobs answer of 8 MB that is not JSON",
+        GOOD_TOKEN,
+        _raw(200, b"{" + b"x" * 8_000_000, "application/json"),
+    ),
 ]
 
 
